@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  make serve  (run the service)  /  make test  (run the tests).
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch first: sam2 builds against it. (Where pip is capped to a local torch, plain ranges resolve to it.)
+	$(BIN)/pip install "torch>=2.5.1" "torchvision>=0.20"
+	# sam2 is an sdist with an optional CUDA extension: build it without CUDA and without an isolated
+	# build environment (which would download a second torch).
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-build-isolation "sam2>=1.1.0"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/bgremove serve --host 0.0.0.0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,96 @@
+"""Uploaded images kept for later clicks, bounded in bytes and in time, shared by every ingress replica.
+
+``ImageStore`` is the plain class (LRU + TTL over records); ``ImageStoreDeployment`` its Ray shell, which
+copies the pixels into objects it owns so that they outlive the ingress replica that received the upload.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+from ray import serve
+
+from serve_app.config import ImageStoreConfig
+
+from .messages import ImageRef, StoredImage
+
+
+class ImageStore:
+    def __init__(self, config: ImageStoreConfig, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self._clock = clock
+        self._records: OrderedDict[str, tuple[StoredImage, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.evictions = self.expirations = 0
+
+    def put(self, record: StoredImage) -> bool:
+        """Keeps a record; returns False when it alone is larger than the whole budget."""
+        with self._lock:
+            self._drop(record.image_id)
+            if record.nbytes > self.config.max_bytes:
+                return False
+            self._expire()
+            while self._records and self.bytes + record.nbytes > self.config.max_bytes:
+                self._drop(next(iter(self._records)))
+                self.evictions += 1
+            self._records[record.image_id] = (record, self._clock() + self.config.ttl_s)
+            self.bytes += record.nbytes
+            return True
+
+    def get(self, image_id: str) -> StoredImage | None:
+        """The record, its time to live renewed (each click keeps an image alive); None if unknown or expired."""
+        with self._lock:
+            self._expire()
+            entry = self._records.get(image_id)
+            if entry is None:
+                return None
+            self._records[image_id] = (entry[0], self._clock() + self.config.ttl_s)
+            self._records.move_to_end(image_id)
+            return entry[0]
+
+    def __contains__(self, image_id: str) -> bool:
+        return self.get(image_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def stats(self) -> dict[str, int]:
+        return {"images": len(self._records), "bytes": self.bytes, "max_bytes": self.config.max_bytes,
+                "evictions": self.evictions, "expirations": self.expirations}
+
+    def _expire(self) -> None:
+        now = self._clock()
+        expired = [key for key, (_, deadline) in self._records.items() if deadline <= now]
+        for key in expired:
+            self._drop(key)
+            self.expirations += 1
+
+    def _drop(self, image_id: str) -> None:
+        entry = self._records.pop(image_id, None)
+        if entry is not None:
+            self.bytes -= entry[0].nbytes
+
+
+@serve.deployment(name="ImageStore", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.05})
+class ImageStoreDeployment:
+    def __init__(self, config: ImageStoreConfig):
+        self.store = ImageStore(config)
+
+    def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None) -> bool:
+        full_ref = ImageRef.put(full)
+        # Small images are their own model copy: one object serves both.
+        model_ref = full_ref if model.shape == full.shape else ImageRef.put(model)
+        alpha_ref = ImageRef.put(alpha) if alpha is not None else None
+        nbytes = full.nbytes + (0 if model_ref is full_ref else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
+        return self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes))
+
+    def get(self, image_id: str) -> StoredImage | None:
+        return self.store.get(image_id)
+
+    def stats(self) -> dict:
+        return self.store.stats()

@@ -1,0 +1,132 @@
+"""Turning an upload into pixels: checked, EXIF-oriented, any mode to 8-bit RGB, plus the model-size copy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from serve_app import errors
+from serve_app.config import IngressLimits
+
+# Our own pixel limit is checked from the header before any decoding; Pillow's bomb check stays on as a
+# second line (it raises at twice MAX_IMAGE_PIXELS), set just above the largest limit anyone configures.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image_id: str
+    rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied
+    model_rgb: np.ndarray  # long side <= limits.model_side; the same array when the image is small
+    alpha: np.ndarray | None  # (H, W) uint8 when the upload had transparency
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def model_scale(self) -> tuple[float, float]:
+        """Factors that map full-size pixel coordinates onto the model copy (x, y)."""
+        return self.model_rgb.shape[1] / self.width, self.model_rgb.shape[0] / self.height
+
+
+def image_id_of(data: bytes) -> str:
+    """Content hash of the upload: the same file always maps to the same cached embedding."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def decode(data: bytes, limits: IngressLimits) -> DecodedImage:
+    if not data:
+        raise errors.bad_request("empty_image", "the `image` field is empty; attach a photo file")
+    if len(data) > limits.max_upload_bytes:
+        raise errors.too_large("file_too_large", f"the image is {len(data) / 1e6:.1f} MB; the limit is "
+                               f"{limits.max_upload_bytes / 1e6:.0f} MB. Send a smaller or more compressed file.")
+    image = _open_checked(data, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF; the pixels are what matter
+            image.seek(0)  # animated or multi-page files: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        rgb, alpha = _to_rgb8(image)
+    except errors.ApiError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise errors.bad_request("corrupt_image", f"the image could not be decoded ({exc}); the file is truncated "
+                                 "or damaged. Re-export it and upload again.") from exc
+    return DecodedImage(image_id_of(data), rgb, model_copy(rgb, limits.model_side), alpha)
+
+
+def _open_checked(data: bytes, limits: IngressLimits) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise errors.too_large("too_many_pixels", f"the image is too large to decode safely ({exc}); the limit is "
+                               f"{limits.max_pixels / 1e6:.0f} megapixels. Downscale it first.") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise errors.not_an_image(f"the file is not an image we can read; send a {SUPPORTED} file") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise errors.bad_request("corrupt_image", "the image has no pixels")
+    if width * height > limits.max_pixels:
+        raise errors.too_large("too_many_pixels", f"the image is {width}x{height} ({width * height / 1e6:.1f} "
+                               f"megapixels); the limit is {limits.max_pixels / 1e6:.0f} megapixels. Downscale it.")
+    return image
+
+
+def _to_rgb8(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode to (RGB uint8, alpha uint8 or None) without clipping high bit depths."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image), None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        gray = _scale_to_uint8(np.asarray(image))
+        return np.repeat(gray[:, :, None], 3, axis=2), None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = np.ascontiguousarray(rgba[:, :, 3])
+        if alpha.min() == 255:
+            return np.ascontiguousarray(rgba[:, :, :3]), None
+        # SAM sees transparent areas as white, not as whatever colour hides under alpha 0.
+        a = alpha[:, :, None].astype(np.uint16)
+        rgb = ((rgba[:, :, :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+        return rgb, alpha
+    return np.asarray(image.convert("RGB")), None
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.uint8:
+        return values
+    if np.issubdtype(values.dtype, np.floating):
+        finite = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = 1.0 if finite.max(initial=0.0) <= 1.0 else 255.0 if finite.max() <= 255.0 else float(finite.max())
+        return np.clip(finite / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    top = int(values.max(initial=0))
+    if top <= 255:
+        return values.astype(np.uint8)
+    bits = 16 if top <= 65535 else max(int(top).bit_length(), 16)
+    return (values.astype(np.int64) >> (bits - 8)).clip(0, 255).astype(np.uint8)
+
+
+def model_copy(rgb: np.ndarray, model_side: int) -> np.ndarray:
+    """The image the encoder sees: SAM resizes to 1024x1024 anyway, so never ship more than that."""
+    height, width = rgb.shape[:2]
+    if max(height, width) <= model_side:
+        return rgb
+    scale = model_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR, reducing_gap=3.0))

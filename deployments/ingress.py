@@ -1,0 +1,301 @@
+"""CPU front door: the HTTP API and the Python handle API, upload checks and decoding, request fan-out.
+
+``IngressCore`` is the plain class: it decodes and validates, then drives the other stages through a small
+``Stages`` interface (Ray handles in the graph, direct calls in process). ``Ingress`` is the Ray shell whose
+methods are the HTTP routes (FastAPI through ``serve.ingress``, which also gives ``/docs``).
+"""
+
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Literal, Protocol
+
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app import errors
+from serve_app.config import IngressLimits
+
+from .imaging import DecodedImage, decode
+from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
+from .output_options import parse_output_options
+from .prompts import parse_prompt
+
+logger = logging.getLogger(__name__)
+
+
+class Stages(Protocol):
+    """What the ingress needs from the rest of the graph."""
+
+    def share(self, array) -> ImageRef: ...
+    def segment(self, request: SegmentRequest) -> Awaitable[SegmentResult]: ...
+    def render(self, seg: Awaitable[SegmentResult], image: ImageRef, options: OutputOptions,
+               source_alpha: ImageRef | None) -> Awaitable[Cutout]: ...
+    def warm(self, image_id: str, image: ImageRef) -> Awaitable[bool]: ...
+    def remember(self, image_id: str, full: ImageRef, model: ImageRef, alpha: ImageRef | None) -> Awaitable[bool]: ...
+    def recall(self, image_id: str) -> Awaitable[StoredImage | None]: ...
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 2)
+
+
+class IngressCore:
+    def __init__(self, stages: Stages, limits: IngressLimits):
+        self.stages = stages
+        self.limits = limits
+
+    async def upload(self, data: bytes) -> StoredImage:
+        """Stores an image for later clicks and warms its embedding (POST /v1/images)."""
+        decoded = await asyncio.to_thread(decode, data, self.limits)
+        stored = self._share(decoded)
+        kept, _ = await asyncio.gather(
+            self.stages.remember(stored.image_id, stored.full, stored.model, stored.alpha),
+            self.stages.warm(stored.image_id, stored.model))
+        if not kept:
+            raise errors.too_large("image_store_full", "the image is larger than the server's whole image store; "
+                                   "send it with each /v1/cutout request instead")
+        return stored
+
+    async def cutout(self, *, image: bytes | None = None, image_id: str | None = None, points: Any = None,
+                     labels: Any = None, box: Any = None, options: OutputOptions = OutputOptions()) -> Cutout:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if image is not None:
+            decoded = await asyncio.to_thread(decode, image, self.limits)
+            timings["read"] = _ms(start)
+            source = self._share(decoded)
+            # Later clicks may name this image by id alone; keeping it costs this request nothing.
+            self._remember_later(source)
+        elif image_id:
+            source = await self._recall(image_id)
+        else:
+            raise errors.bad_request("missing_image", "send the photo as `image`, or the `image_id` that "
+                                     "POST /v1/images returned")
+
+        prompt = parse_prompt(points, labels, box, source.width, source.height, self.limits.max_points)
+        model_height, model_width = source.model.shape[:2]
+        model_prompt = prompt.scaled(model_width / source.width, model_height / source.height)
+        seg = self.stages.segment(SegmentRequest(source.image_id, source.model, model_prompt))
+        cutout = await self.stages.render(seg, source.full, options, source.alpha)
+        timings["total"] = _ms(start)
+        return Cutout(**{**cutout.__dict__, "timings_ms": {**cutout.timings_ms, **timings}})
+
+    def _share(self, decoded: DecodedImage) -> StoredImage:
+        full = self.stages.share(decoded.rgb)
+        model = full if decoded.model_rgb is decoded.rgb else self.stages.share(decoded.model_rgb)
+        alpha = self.stages.share(decoded.alpha) if decoded.alpha is not None else None
+        return StoredImage(decoded.image_id, decoded.width, decoded.height, full, model, alpha)
+
+    def _remember_later(self, source: StoredImage) -> None:
+        async def remember():
+            try:
+                await self.stages.remember(source.image_id, source.full, source.model, source.alpha)
+            except Exception:  # the cut-out itself does not depend on it
+                logger.warning("could not keep image %s in the image store", source.image_id, exc_info=True)
+        task = asyncio.get_running_loop().create_task(remember())
+        _background_tasks.add(task)
+        task.add_done_callback(_background_tasks.discard)
+
+    async def _recall(self, image_id: str) -> StoredImage:
+        stored = await self.stages.recall(image_id)
+        if stored is None:
+            raise errors.unknown_image(image_id)
+        return stored
+
+
+_background_tasks: set[asyncio.Task] = set()
+
+
+class RayStages:
+    """Stages reached through Serve handles. Segmenter calls carry the image id as session id, so the
+    consistent-hash router sends every click on one image to the replica that holds its embedding."""
+
+    def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle):
+        self.segmenter, self.postprocess, self.image_store = segmenter, postprocess, image_store
+
+    def share(self, array) -> ImageRef:
+        return ImageRef.put(array)
+
+    def segment(self, request: SegmentRequest):
+        return self.segmenter.options(session_id=request.image_id).segment.remote(request)
+
+    def render(self, seg, image, options, source_alpha):
+        # The segmenter's response goes straight into the postprocess call: Serve hands over the result
+        # without a round trip through this replica.
+        return self.postprocess.render.remote(seg, image, options, source_alpha)
+
+    def warm(self, image_id, image):
+        return self.segmenter.options(session_id=image_id).warm.remote(image_id, image)
+
+    def remember(self, image_id, full, model, alpha):
+        return self.image_store.put.remote(image_id, full._ref, model._ref, alpha._ref if alpha is not None else None)
+
+    def recall(self, image_id):
+        return self.image_store.get.remote(image_id)
+
+
+# -- HTTP -------------------------------------------------------------------------------------------------------
+
+http_app = FastAPI(
+    title="background-remover",
+    version="0.1.0",
+    description="Click on an object in a photo, get it back on a transparent background (SAM 2.1 on Ray Serve).",
+)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ImageInfo(BaseModel):
+    image_id: str
+    width: int
+    height: int
+
+
+_ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in [
+    (400, "malformed fields"), (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"),
+    (415, "not an image"), (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
+_IMAGE_RESPONSE = {200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
+                         "description": "the cut-out"}}
+
+
+def error_response(error: errors.ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+@http_app.exception_handler(errors.ApiError)
+async def _api_error(_: Request, error: errors.ApiError) -> JSONResponse:
+    return error_response(error)
+
+
+@http_app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+                         for e in exc.errors())
+    return error_response(errors.bad_request("malformed_request", f"the request's fields are malformed ({problems}); "
+                                             "send multipart/form-data with an `image` file and `points`"))
+
+
+def as_api_error(exc: BaseException) -> errors.ApiError | None:
+    """Maps what a downstream call can raise onto the client-facing error, or None if it is a real fault."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(exc, errors.ApiError):
+        return exc
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, errors.ApiError):
+        return exc.cause
+    if isinstance(exc, BackPressureError):
+        return errors.overloaded()
+    if isinstance(exc, (ActorDiedError, ActorUnavailableError)):
+        return errors.ApiError(503, "replica_unavailable", "a worker of the service restarted while handling "
+                               "this request; retry it", headers={"Retry-After": "1"})
+    if isinstance(exc, OwnerDiedError):
+        return errors.ApiError(404, "unknown_image_id", "the stored image was lost when a replica restarted; "
+                               "upload it again")
+    return None
+
+
+def cutout_response(cutout: Cutout) -> Response:
+    timing = ", ".join(f"{name};dur={value}" for name, value in cutout.timings_ms.items())
+    cache = f'cache;desc="{"hit" if cutout.cache_hit else "miss"}"'
+    return Response(cutout.data, media_type=cutout.media_type, headers={
+        "X-Image-Id": cutout.image_id,
+        "X-Mask-Score": f"{cutout.score:.4f}",
+        "X-Embedding-Cache": "hit" if cutout.cache_hit else "miss",
+        "Server-Timing": f"{timing}, {cache}" if timing else cache,
+    })
+
+
+async def _read_upload(upload: UploadFile | None, limits: IngressLimits) -> bytes | None:
+    if upload is None:
+        return None
+    data = await upload.read(limits.max_upload_bytes + 1)
+    if len(data) > limits.max_upload_bytes:
+        raise errors.too_large("file_too_large", f"the image is larger than the {limits.max_upload_bytes / 1e6:.0f} "
+                               "MB limit; send a smaller or more compressed file")
+    return data
+
+
+@serve.deployment(name="Ingress", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(http_app)
+class Ingress:
+    def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
+                 limits: IngressLimits):
+        self._segmenter = segmenter
+        self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
+
+    async def _guarded(self, work: Awaitable):
+        try:
+            return await work
+        except Exception as exc:
+            api_error = as_api_error(exc)
+            if api_error is None:
+                raise
+            raise api_error from exc
+
+    @http_app.post("/background-removal/remove", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
+                   summary="Cut out the clicked object (the replaced service's route)")
+    async def remove_legacy(self, image: UploadFile = File(..., description="the photo"),
+                            points: str = Form(..., description="JSON [[x, y], ...] in pixels of the photo")) -> Response:
+        data = await _read_upload(image, self.core.limits)
+        cutout = await self._guarded(self.core.cutout(image=data, points=points))
+        return cutout_response(cutout)
+
+    @http_app.post("/v1/cutout", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
+                   summary="Cut out an object: clicks, exclude clicks and/or a box; output options")
+    async def cutout(
+        self,
+        image: UploadFile | None = File(None, description="the photo (or send image_id instead)"),
+        image_id: str | None = Form(None, description="id from POST /v1/images, instead of image"),
+        points: str | None = Form(None, description="JSON [[x, y], ...] in pixels"),
+        labels: str | None = Form(None, description="JSON [1, 0, ...]: 1 keep, 0 exclude; default all 1"),
+        box: str | None = Form(None, description="JSON [x0, y0, x1, y1] in pixels"),
+        format: Literal["png", "webp", "jpeg"] | None = Form(None, description="default: from Accept, else png"),
+        mask_only: bool = Form(False, description="return the single-channel mask"),
+        background: str | None = Form(None, description="fill colour instead of transparency, e.g. #ffffff"),
+        crop: bool = Form(False, description="crop to the subject"),
+        crop_margin: int = Form(0, description="pixels kept around the subject when cropping"),
+        feather: float = Form(0.0, description="extra edge softening (Gaussian sigma, pixels)"),
+        quality: int = Form(90, description="WebP / JPEG quality"),
+        accept: str | None = Header(None, include_in_schema=False),
+    ) -> Response:
+        options = parse_output_options(format, accept, mask_only, background, crop, crop_margin, feather, quality)
+        data = await _read_upload(image, self.core.limits)
+        cutout = await self._guarded(self.core.cutout(image=data, image_id=image_id, points=points, labels=labels,
+                                                      box=box, options=options))
+        return cutout_response(cutout)
+
+    @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,
+                   summary="Upload once, click many: store the photo and warm its embedding")
+    async def upload(self, image: UploadFile = File(..., description="the photo")) -> ImageInfo:
+        data = await _read_upload(image, self.core.limits)
+        stored = await self._guarded(self.core.upload(data))
+        return ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
+
+    @http_app.get("/healthz", summary="200 when the graph can serve")
+    async def healthz(self) -> JSONResponse:
+        try:
+            stats = await asyncio.wait_for(self._segmenter.stats.remote(), timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ok", "model": stats["model"], "device": stats["device"]})
+
+    async def remove(self, image_bytes: bytes, points: Any = None, labels: Any = None, box: Any = None,
+                     **options: Any) -> bytes:
+        """Python API: ``await handle.remove.remote(image_bytes, points=[[x, y]])`` returns the PNG bytes."""
+        cutout = await self._guarded(self.core.cutout(image=image_bytes, points=points, labels=labels, box=box,
+                                                      options=parse_output_options(**options)))
+        return cutout.data

@@ -1,0 +1,232 @@
+"""GPU stage: SAM 2.1 image encoder (cached per image) and mask decoder. Returns low-res logits, not masks.
+
+``Segmenter`` is the plain class (runs and is tested without Ray); ``SegmenterDeployment`` is its Ray shell:
+embedding-cache lookups, coalescing of concurrent misses for one image, batched encoder passes, and model
+calls kept off the event loop on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from ray import serve
+
+from serve_app.config import SegmenterConfig
+
+from .embedding_cache import EmbeddingCache
+from .messages import ImageRef, Prompt, SegmentRequest, SegmentResult
+from .sam_model import build_model, resolve_device, resolve_precision
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Everything the mask decoder needs from one image's encoder pass."""
+
+    image_embed: torch.Tensor  # (1, 256, 64, 64)
+    high_res_feats: tuple[torch.Tensor, ...]  # (1, 32, 256, 256), (1, 64, 128, 128)
+    image_hw: tuple[int, int]  # size of the image the prompt coordinates refer to
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res_feats))
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 2)
+
+
+class Segmenter:
+    def __init__(self, config: SegmenterConfig, model: torch.nn.Module | None = None, progress: bool = True):
+        from sam2.utils.transforms import SAM2Transforms
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.threads = config.torch_threads or os.cpu_count() or 1
+        self.use_threads()
+        self.model = model if model is not None else build_model(config, self.device, progress=progress)
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
+        # On CUDA the cache keeps FP16 tensors on the GPU: half the bytes, no host round trip.
+        self.cache_dtype = torch.float16 if self.device.type == "cuda" and self.autocast_dtype else None
+        self.cache: EmbeddingCache[Embedding] = EmbeddingCache(config.embedding_cache_bytes)
+        size = self.model.image_size
+        # The scripted Resize + Normalize that SAM2ImagePredictor uses, applied to a tensor already on the
+        # device: the uint8 image is uploaded once and resized / normalised there.
+        self._resize_normalize = SAM2Transforms(resolution=size, mask_threshold=0.0).transforms
+        self._feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
+
+    # -- public surface ---------------------------------------------------------------------------------------
+
+    def encode(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+        """One encoder pass over a batch of HxWx3 uint8 images (any sizes)."""
+        with torch.inference_mode(), self._autocast():
+            batch = torch.stack([self._preprocess(image) for image in images])
+            backbone_out = self.model.forward_image(batch)
+            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+            if self.model.directly_add_no_mem_embed:
+                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+            feats = [feat.permute(1, 2, 0).reshape(len(images), -1, *hw)
+                     for feat, hw in zip(vision_feats[::-1], self._feat_sizes[::-1])][::-1]
+            embeddings = []
+            for i, image in enumerate(images):
+                per_image = [self._for_cache(level[i:i + 1]) for level in feats]
+                embeddings.append(Embedding(per_image[-1], tuple(per_image[:-1]), tuple(image.shape[:2])))
+            return embeddings
+
+    def predict(self, embedding: Embedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt encoder + mask decoder: (C, 256, 256) logits and (C,) scores; C = 3 if prompt.multimask."""
+        with torch.inference_mode(), self._autocast():
+            points = self._prompt_points(prompt, embedding.image_hw)
+            mask_input = None
+            if prompt.mask_input is not None:
+                mask_input = torch.as_tensor(prompt.mask_input, dtype=torch.float32, device=self.device)[None]
+            sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+            logits, scores, _, _ = self.model.sam_mask_decoder(
+                image_embeddings=embedding.image_embed,
+                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=prompt.multimask,
+                repeat_image=False,
+                high_res_features=list(embedding.high_res_feats),
+            )
+            # FP16 on the wire when the model ran in FP16: half the bytes, the same masks.
+            out_dtype = torch.float16 if self.autocast_dtype is not None else torch.float32
+            return logits[0].to(out_dtype).cpu().numpy(), scores[0].float().cpu().numpy()
+
+    def segment(self, image_id: str, image: np.ndarray | None, prompt: Prompt) -> SegmentResult:
+        """Synchronous cache-aware path for in-process use; the Ray shell splits it to batch and coalesce."""
+        start = time.perf_counter()
+        embedding = self.cache.get(image_id)
+        hit = embedding is not None
+        timings = {}
+        if not hit:
+            if image is None:
+                raise KeyError(image_id)
+            encode_start = time.perf_counter()
+            embedding = self.encode([image])[0]
+            self.cache.put(image_id, embedding)
+            timings["embed"] = _elapsed_ms(encode_start)
+        decode_start = time.perf_counter()
+        logits, scores = self.predict(embedding, prompt)
+        timings["mask"] = _elapsed_ms(decode_start)
+        timings["segment"] = _elapsed_ms(start)
+        return SegmentResult(image_id, logits, scores, hit, timings)
+
+    def use_threads(self) -> None:
+        """Gives the calling thread's torch ops the configured cores. OpenMP settings are per thread and Ray
+        sets OMP_NUM_THREADS to the replica's num_cpus, so every thread that runs the model calls this."""
+        torch.set_num_threads(self.threads)
+
+    def check(self) -> None:
+        """Raises if the device can no longer run work (e.g. a broken CUDA context)."""
+        probe = torch.ones(8, device=self.device)
+        if float((probe * 2).sum().item()) != 16.0:
+            raise RuntimeError(f"device {self.device} returned a wrong result")
+
+    # -- private helpers --------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def _preprocess(self, image: np.ndarray) -> torch.Tensor:
+        if not image.flags.writeable:  # arrays from Ray's object store are read-only views
+            image = image.copy()
+        pixels = torch.from_numpy(image).to(self.device, non_blocking=True)
+        pixels = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div_(255.0)
+        return self._resize_normalize(pixels)
+
+    def _for_cache(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.cache_dtype) if self.cache_dtype is not None else tensor
+        return tensor.contiguous()
+
+    def _prompt_points(self, prompt: Prompt, image_hw: tuple[int, int]):
+        """SAM's point encoding: pixels normalised by the image size, times the model resolution; a box
+        becomes two corner points labelled 2 and 3, placed before the clicks (as SAM2ImagePredictor does)."""
+        height, width = image_hw
+        size = torch.tensor([width, height], dtype=torch.float32, device=self.device)
+        coords, labels = [], []
+        if prompt.box is not None:
+            coords.append(torch.as_tensor(prompt.box, dtype=torch.float32, device=self.device).reshape(2, 2))
+            labels.append(torch.tensor([2, 3], dtype=torch.int32, device=self.device))
+        if prompt.points is not None:
+            coords.append(torch.as_tensor(prompt.points, dtype=torch.float32, device=self.device))
+            labels.append(torch.as_tensor(prompt.labels, dtype=torch.int32, device=self.device))
+        if not coords:
+            return None
+        # Divide, then multiply, in SAM2Transforms.transform_coords' order: FP32 parity is bit-exact.
+        return (torch.cat(coords) / size * self.model.image_size)[None], torch.cat(labels)[None]
+
+
+@serve.deployment(name="Segmenter", max_ongoing_requests=2, ray_actor_options={"num_cpus": 1},
+                  health_check_period_s=10, health_check_timeout_s=30)
+class SegmenterDeployment:
+    def __init__(self, config: SegmenterConfig):
+        self.segmenter = Segmenter(config, progress=False)
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2",
+                                                initializer=self.segmenter.use_threads)
+        self._pending: dict[str, asyncio.Future] = {}
+        self._encode_batch.set_max_batch_size(config.max_batch_size)
+        self._encode_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    async def segment(self, request: SegmentRequest) -> SegmentResult:
+        start = time.perf_counter()
+        embedding, hit, timings = await self._embedding(request.image_id, request.image)
+        decode_start = time.perf_counter()
+        logits, scores = await self._on_model_thread(self.segmenter.predict, embedding, request.prompt)
+        timings["mask"] = _elapsed_ms(decode_start)
+        timings["segment"] = _elapsed_ms(start)
+        return SegmentResult(request.image_id, logits, scores, hit, timings)
+
+    async def warm(self, image_id: str, image: ImageRef) -> bool:
+        """Computes and caches an image's embedding ahead of its first click; returns whether it was cached."""
+        _, hit, _ = await self._embedding(image_id, image)
+        return hit
+
+    def stats(self) -> dict:
+        return {**self.segmenter.cache.stats(), "device": str(self.segmenter.device), "model": self.segmenter.config.model}
+
+    def check_health(self) -> None:
+        self.segmenter.check()
+
+    async def _embedding(self, image_id: str, image: ImageRef) -> tuple[Embedding, bool, dict]:
+        embedding = self.segmenter.cache.get(image_id)
+        if embedding is not None:
+            return embedding, True, {}
+        if image_id in self._pending:  # another request is already encoding this image
+            return await asyncio.shield(self._pending[image_id]), False, {"coalesced": 1.0}
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception never retrieved"
+        self._pending[image_id] = future
+        try:
+            fetch_start = time.perf_counter()
+            pixels = await image.resolve()  # only now do the pixels travel to this replica
+            fetch_ms = _elapsed_ms(fetch_start)
+            encode_start = time.perf_counter()
+            embedding = await self._encode_batch(pixels)
+            self.segmenter.cache.put(image_id, embedding)
+            future.set_result(embedding)
+            return embedding, False, {"fetch": fetch_ms, "embed": _elapsed_ms(encode_start)}
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            raise
+        finally:
+            self._pending.pop(image_id, None)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.0)
+    async def _encode_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+        return await self._on_model_thread(self.segmenter.encode, images)
+
+    async def _on_model_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)

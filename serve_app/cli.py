@@ -1,0 +1,170 @@
+"""``bgremove``: one verb per job, each a thin adapter over the library.
+
+  bgremove serve                       run the service locally (blocks)
+  bgremove cut photo.jpg --point 120,340 -o cutout.png
+  bgremove weights download --model tiny | bgremove weights list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _pair(text: str) -> list[float]:
+    return _numbers(text, 2)
+
+
+def _box(text: str) -> list[float]:
+    return _numbers(text, 4)
+
+
+def _numbers(text: str, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from .app import APP_NAME, build_app
+    from .config import AppArgs
+
+    app_args = AppArgs(**{k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint,
+                                              "device": args.device}.items() if v})
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(app_args), name=APP_NAME, route_prefix="/", blocking=False)
+    print(f"background-remover is serving on http://{args.host}:{args.port}  (docs: /docs; Ctrl+C to stop)",
+          flush=True)
+    try:
+        import time
+
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+def cmd_cut(args: argparse.Namespace) -> int:
+    import httpx
+
+    image = Path(args.image)
+    if not image.is_file():
+        print(f"error: {image} does not exist", file=sys.stderr)
+        return 2
+    points = [*args.point, *args.exclude]
+    labels = [1] * len(args.point) + [0] * len(args.exclude)
+    if not points and not args.box:
+        print("error: give at least one --point X,Y or a --box X0,Y0,X1,Y1", file=sys.stderr)
+        return 2
+    fields = {"points": json.dumps(points), "labels": json.dumps(labels)} if points else {}
+    if args.box:
+        fields["box"] = json.dumps(args.box)
+    output = Path(args.output)
+    fmt = args.format or {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(output.suffix.lower(), "png")
+    fields["format"] = fmt
+    for name in ("background", "crop_margin", "feather"):
+        if getattr(args, name) is not None:
+            fields[name] = str(getattr(args, name))
+    if args.crop:
+        fields["crop"] = "true"
+    if args.mask_only:
+        fields["mask_only"] = "true"
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    try:
+        with image.open("rb") as f:
+            response = httpx.post(f"{args.url.rstrip('/')}/v1/cutout", files={"image": (image.name, f)},
+                                  data=fields, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the service at {args.url} ({exc}); start it with `bgremove serve`",
+              file=sys.stderr)
+        return 3
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        print(f"error: the service refused the request ({response.status_code}): {message}", file=sys.stderr)
+        return 1
+    output.write_bytes(response.content)
+    print(f"wrote {output} ({len(response.content)} bytes, mask score {response.headers.get('X-Mask-Score')})")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.action == "list":
+        for row in weights.list_cached(args.cache_dir):
+            mark = "present" if row["present"] else "missing"
+            print(f"{row['model']:<10} {mark:<8} {row['size_mb']:>7.1f} MB  {row['file']}")
+        return 0
+    sizes = weights.MODEL_SIZES if args.model == "all" else (args.model,)
+    for size in sizes:
+        try:
+            resolved = weights.resolve(size, "auto", cache_dir=args.cache_dir, progress=True)
+        except weights.WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{size}: {resolved.path} (verified)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgremove", description="Cut the clicked object out of a photo.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    serve = verbs.add_parser("serve", help="run the service locally (blocks)")
+    serve.add_argument("--model", choices=["tiny", "small", "base_plus", "large"], default=None)
+    serve.add_argument("--checkpoint", default=None, help="auto | random | path | URL")
+    serve.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
+    serve.add_argument("--host", default=os.environ.get("BGREMOVE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("BGREMOVE_PORT", "8000")))
+    serve.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    serve.set_defaults(run=cmd_serve)
+
+    cut = verbs.add_parser("cut", help="cut out an object with a running service")
+    cut.add_argument("image")
+    cut.add_argument("--point", type=_pair, action="append", default=[], metavar="X,Y", help="keep this object")
+    cut.add_argument("--exclude", type=_pair, action="append", default=[], metavar="X,Y", help="not this part")
+    cut.add_argument("--box", type=_box, default=None, metavar="X0,Y0,X1,Y1")
+    cut.add_argument("-o", "--output", required=True)
+    cut.add_argument("--format", choices=["png", "webp", "jpeg"], default=None, help="default: from -o's suffix")
+    cut.add_argument("--background", default=None, help="fill colour, e.g. white or #ff0000")
+    cut.add_argument("--crop", action="store_true", help="crop to the subject")
+    cut.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
+    cut.add_argument("--mask-only", dest="mask_only", action="store_true")
+    cut.add_argument("--feather", type=float, default=None)
+    cut.add_argument("--url", default=os.environ.get("BGREMOVE_URL", DEFAULT_URL))
+    cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
+    cut.add_argument("--timeout", type=float, default=120.0)
+    cut.set_defaults(run=cmd_cut)
+
+    weights_cmd = verbs.add_parser("weights", help="download or list SAM 2.1 checkpoints")
+    weights_cmd.add_argument("action", choices=["download", "list"])
+    weights_cmd.add_argument("--model", default="base_plus", choices=["tiny", "small", "base_plus", "large", "all"])
+    weights_cmd.add_argument("--cache-dir", default=None)
+    weights_cmd.set_defaults(run=cmd_weights)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The one-call library API, in process and without Ray: ``remove(image, points=[[x, y]])`` -> PNG bytes.
+
+It runs the very same stage classes as the Ray graph (IngressCore's checks, Segmenter, Postprocessor,
+ImageStore), wired with direct calls instead of handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deployments.image_store import ImageStore
+from deployments.ingress import IngressCore
+from deployments.messages import ImageRef, StoredImage
+from deployments.output_options import parse_output_options
+from deployments.postprocess import Postprocessor
+from deployments.segmenter import Segmenter
+
+from .config import AppArgs
+
+
+class LocalStages:
+    """The Stages interface of IngressCore, fulfilled by plain objects in this process."""
+
+    def __init__(self, args: AppArgs):
+        self.segmenter = Segmenter(args.segmenter())
+        self.postprocessor = Postprocessor(args.postprocess())
+        self.store = ImageStore(args.image_store())
+
+    def share(self, array: np.ndarray) -> ImageRef:
+        return ImageRef.local(array)
+
+    async def segment(self, request):
+        image = None if request.image_id in self.segmenter.cache else request.image.get()
+        return await asyncio.to_thread(self.segmenter.segment, request.image_id, image, request.prompt)
+
+    async def render(self, seg, image, options, source_alpha):
+        result = await seg
+        alpha = source_alpha.get() if source_alpha is not None else None
+        return await asyncio.to_thread(self.postprocessor.render, result, image.get(), options, alpha)
+
+    async def warm(self, image_id, image) -> bool:
+        if image_id in self.segmenter.cache:
+            return True
+        embedding = (await asyncio.to_thread(self.segmenter.encode, [image.get()]))[0]
+        self.segmenter.cache.put(image_id, embedding)
+        return False
+
+    async def remember(self, image_id, full, model, alpha) -> bool:
+        nbytes = full.nbytes + (0 if model is full else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
+        return self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full, model, alpha, nbytes))
+
+    async def recall(self, image_id):
+        return self.store.get(image_id)
+
+
+@functools.lru_cache(maxsize=2)
+def pipeline(**args: Any) -> IngressCore:
+    """An in-process pipeline per distinct configuration (the model is loaded once)."""
+    app_args = AppArgs(**args).with_env()
+    return IngressCore(LocalStages(app_args), app_args.limits())
+
+
+def remove(image: bytes | str | Path, points: Any = None, labels: Any = None, box: Any = None, *,
+           model: str = "base_plus", checkpoint: str = "auto", device: str = "auto", **options: Any) -> bytes:
+    """Cuts the clicked object out of ``image`` (bytes or a path) and returns the encoded cut-out.
+
+    ``options`` are the output options: format, mask_only, background, crop, crop_margin, feather, quality.
+    """
+    data = Path(image).read_bytes() if isinstance(image, (str, Path)) else bytes(image)
+    core = pipeline(model=model, checkpoint=checkpoint, device=device)
+    cutout = asyncio.run(core.cutout(image=data, points=points, labels=labels, box=box,
+                                     options=parse_output_options(**options)))
+    return cutout.data

@@ -1,0 +1,48 @@
+"""Shared fixtures. The Ray fixtures start one local Ray + Serve for the whole session (real graph, real
+SAM 2.1 code with seeded random weights, tiny model), on a free port."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+TEST_ARGS = {"model": "tiny", "checkpoint": "random", "device": "cpu", "embedding_cache_mb": 256,
+             "image_store_mb": 256}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def serve_instance():
+    import ray
+    from ray import serve
+
+    port = free_port()
+    # Logical CPUs: replicas reserve fractions, and several test apps share these 2 real cores.
+    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def app_url(serve_instance):
+    """The real application, two ingress replicas, under its contract name at route '/'."""
+    from ray import serve
+
+    from serve_app.app import APP_NAME, compose
+    from serve_app.config import AppArgs
+
+    serve.run(compose(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
+    return serve_instance

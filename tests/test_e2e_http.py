@@ -1,0 +1,138 @@
+"""End to end through Ray Serve over HTTP: the real graph, the real SAM 2.1 code (tiny, seeded random weights)."""
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from images import decode, jpeg, photo, png
+
+pytestmark = pytest.mark.e2e
+
+
+def post(url, path, files=None, data=None, **kw):
+    return httpx.post(url + path, files=files, data=data, timeout=120, **kw)
+
+
+def test_old_service_curl_form(app_url):
+    # curl -F image=@photo.jpg -F 'points=[[100, 200], [300, 400]]' .../background-removal/remove
+    response = post(app_url, "/background-removal/remove", files={"image": ("photo.jpg", jpeg(640, 480), "image/jpeg")},
+                    data={"points": "[[100, 200], [300, 400]]"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    image = decode(response.content)
+    assert (image.mode, image.size) == ("RGBA", (640, 480))
+    alpha = np.asarray(image)[..., 3]
+    assert 0 < (alpha > 0).sum()  # something is kept ...
+    assert response.headers["X-Image-Id"] and float(response.headers["X-Mask-Score"]) == pytest.approx(
+        float(response.headers["X-Mask-Score"]))
+    assert "segment;dur=" in response.headers["Server-Timing"] and "cache;desc=" in response.headers["Server-Timing"]
+
+
+def test_v1_cutout_labels_box_and_masks_equal_sam2_predictor(app_url):
+    """Parity through the whole graph: the mask-only output equals SAM2ImagePredictor's mask for the same
+    seeded random weights, computed here in the test process."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from deployments.sam_model import build_model
+    from serve_app.config import SegmenterConfig
+
+    rgb = photo(640, 480, seed=11)
+    data = png(640, 480, seed=11)  # lossless, so both sides see the same pixels
+    points, labels, box = [[320, 240], [100, 100]], [1, 0], [120, 80, 520, 440]
+    response = post(app_url, "/v1/cutout", files={"image": ("p.png", data, "image/png")},
+                    data={"points": json.dumps(points), "labels": json.dumps(labels), "box": json.dumps(box),
+                          "mask_only": "true"})
+    assert response.status_code == 200, response.text
+    served_mask = np.asarray(decode(response.content)) >= 128
+
+    torch.manual_seed(0)
+    predictor = SAM2ImagePredictor(build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu")))
+    predictor.set_image(rgb)
+    masks, _, _ = predictor.predict(np.array(points), np.array(labels), np.array(box), multimask_output=False)
+    assert np.array_equal(served_mask, masks[0] > 0.5)
+
+
+def test_python_handle_returns_png_bytes(app_url):
+    from ray import serve
+
+    handle = serve.get_app_handle("background_remover")
+    data = jpeg(320, 240, seed=2)
+    result = handle.remove.remote(data, points=[[160, 120]]).result(timeout_s=120)
+    image = decode(result)
+    assert (image.format, image.mode, image.size) == ("PNG", "RGBA", (320, 240))
+
+
+def test_handle_refusal_is_an_api_error(app_url):
+    from ray import serve
+
+    from serve_app.errors import ApiError
+
+    handle = serve.get_app_handle("background_remover")
+    with pytest.raises(Exception) as info:
+        handle.remove.remote(jpeg(320, 240, seed=2), points=[[999, 1]]).result(timeout_s=60)
+    error = info.value if isinstance(info.value, ApiError) else getattr(info.value, "cause", info.value)
+    assert isinstance(error, ApiError) and error.status == 422
+
+
+@pytest.mark.parametrize("files, data, status, code", [
+    ({"image": ("doc.jpg", b"%PDF-1.4 not an image", "image/jpeg")}, {"points": "[[1, 1]]"}, 415, "unsupported_media_type"),
+    ({"image": ("p.jpg", jpeg(64, 48), "image/jpeg")}, {"points": "[[100, 10]]"}, 422, "point_outside_image"),
+    ({"image": ("p.jpg", jpeg(64, 48), "image/jpeg")}, {"points": "[[1, 1]]", "labels": "[1, 0]"}, 422,
+     "labels_length_mismatch"),
+    ({"image": ("p.jpg", jpeg(64, 48), "image/jpeg")}, {"points": "[[1, 1"}, 400, "malformed_json"),
+    ({"image": ("p.jpg", jpeg(64, 48), "image/jpeg")}, {"box": "[1, 1, 500, 500]"}, 422, "box_outside_image"),
+    (None, {"points": "[[1, 1]]"}, 400, "missing_image"),
+])
+def test_v1_cutout_errors(app_url, files, data, status, code):
+    response = post(app_url, "/v1/cutout", files=files, data=data)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
+
+
+def test_legacy_route_missing_points_is_400(app_url):
+    response = post(app_url, "/background-removal/remove", files={"image": ("p.jpg", jpeg(64, 48), "image/jpeg")})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_request"
+
+
+def test_too_many_pixels_is_413(app_url):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (6000, 5000)).save(buffer, format="PNG")  # 30 MP > 25 MP default
+    response = post(app_url, "/v1/cutout", files={"image": ("big.png", buffer.getvalue(), "image/png")},
+                    data={"points": "[[1, 1]]"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_many_pixels"
+
+
+def test_upload_once_click_many(app_url):
+    data = jpeg(400, 300, seed=21)
+    info = post(app_url, "/v1/images", files={"image": ("p.jpg", data, "image/jpeg")})
+    assert info.status_code == 200, info.text
+    body = info.json()
+    assert (body["width"], body["height"]) == (400, 300) and len(body["image_id"]) == 32
+    for clicks in ([[200, 150]], [[200, 150], [50, 50]]):
+        response = post(app_url, "/v1/cutout", data={"image_id": body["image_id"], "points": json.dumps(clicks),
+                                                     "labels": json.dumps([1] + [0] * (len(clicks) - 1))})
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Image-Id"] == body["image_id"]
+        assert response.headers["X-Embedding-Cache"] == "hit"  # warmed by the upload, on the routed replica
+        assert decode(response.content).size == (400, 300)
+
+
+def test_unknown_image_id_is_404_telling_to_upload_again(app_url):
+    response = post(app_url, "/v1/cutout", data={"image_id": "0" * 32, "points": "[[1, 1]]"})
+    assert response.status_code == 404
+    assert "upload" in response.json()["error"]["message"]
+
+
+def test_healthz_and_docs(app_url):
+    health = httpx.get(app_url + "/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert httpx.get(app_url + "/docs", timeout=30).status_code == 200
+    spec = httpx.get(app_url + "/openapi.json", timeout=30).json()
+    assert {"/background-removal/remove", "/v1/cutout", "/v1/images", "/healthz"} <= set(spec["paths"])

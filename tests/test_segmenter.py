@@ -1,0 +1,94 @@
+"""The segmenter against sam2's own SAM2ImagePredictor (same random weights, FP32 on CPU): masks identical.
+Also the embedding cache: a hit gives the same answer as a miss."""
+
+import numpy as np
+import pytest
+
+from deployments.messages import OutputOptions, Prompt
+from deployments.postprocess import Postprocessor, choose_mask, upsample_logits
+from deployments.segmenter import Segmenter
+from serve_app.config import SegmenterConfig
+
+from images import photo
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return Segmenter(SegmenterConfig(model="tiny", checkpoint="random", device="cpu"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return photo(640, 480, seed=3)
+
+
+@pytest.fixture(scope="module")
+def predictor(segmenter, image):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(segmenter.model)
+    predictor.set_image(image)
+    return predictor
+
+
+PROMPTS = {
+    "one click": Prompt(np.array([[320, 240]], np.float32), np.array([1], np.int32)),
+    "keep and exclude": Prompt(np.array([[320, 240], [100, 80], [500, 400]], np.float32), np.array([1, 0, 0], np.int32)),
+    "box": Prompt(box=np.array([150, 100, 500, 420], np.float32)),
+    "box and clicks": Prompt(np.array([[320, 240], [160, 110]], np.float32), np.array([1, 0], np.int32),
+                             np.array([150, 100, 500, 420], np.float32)),
+}
+
+
+@pytest.mark.parametrize("name", PROMPTS)
+def test_masks_equal_sam2_image_predictor(name, segmenter, predictor, image):
+    prompt = PROMPTS[name]
+    result = segmenter.segment("parity", image, prompt)
+    masks, scores, low_res = predictor.predict(prompt.points, prompt.labels, prompt.box,
+                                               multimask_output=prompt.multimask)
+    assert np.array_equal(result.scores, scores)
+    assert np.array_equal(np.clip(result.logits, -32, 32), low_res)
+    best = int(np.argmax(scores)) if prompt.multimask else 0
+    ours = (upsample_logits(result.logits[choose_mask(result.scores)], 480, 640) > 0).numpy()
+    assert np.array_equal(ours, masks[best] > 0.5)
+    # And through the whole postprocess: the mask-only output's alpha >= 128 is SAM's mask.
+    mask_png = Postprocessor().render(result, image, OutputOptions(mask_only=True))
+    from images import decode
+    assert np.array_equal(np.asarray(decode(mask_png.data)) >= 128, masks[best] > 0.5)
+
+
+def test_exclude_points_and_boxes_change_the_mask(segmenter, image):
+    one = segmenter.segment("parity", image, PROMPTS["one click"])
+    excl = segmenter.segment("parity", image, PROMPTS["keep and exclude"])
+    assert not np.array_equal(one.logits[choose_mask(one.scores)], excl.logits[0])
+
+
+def test_cache_hit_gives_the_same_answer(image):
+    segmenter = Segmenter(SegmenterConfig(model="tiny", checkpoint="random", device="cpu"), progress=False)
+    prompt = PROMPTS["keep and exclude"]
+    miss = segmenter.segment("img", image, prompt)
+    hit = segmenter.segment("img", None, prompt)  # no pixels: must come from the cache
+    assert (miss.cache_hit, hit.cache_hit) == (False, True)
+    assert "embed" in miss.timings_ms and "embed" not in hit.timings_ms
+    assert np.array_equal(miss.logits, hit.logits) and np.array_equal(miss.scores, hit.scores)
+    assert segmenter.cache.stats()["hits"] == 1
+    with pytest.raises(KeyError):
+        segmenter.segment("never-seen", None, prompt)
+
+
+def test_embedding_cache_evicts_by_bytes(segmenter, image):
+    embedding = segmenter.encode([image])[0]
+    assert embedding.nbytes > 4_000_000  # FP32 tiny: image embed + two high-res levels
+    small = Segmenter(SegmenterConfig(model="tiny", checkpoint="random", device="cpu",
+                                      embedding_cache_bytes=int(embedding.nbytes * 1.5)), model=segmenter.model)
+    small.segment("a", image, PROMPTS["one click"])
+    small.segment("b", photo(640, 480, seed=9), PROMPTS["one click"])
+    assert "a" not in small.cache and "b" in small.cache and small.cache.evictions == 1
+
+
+def test_batched_encoder_matches_single(segmenter, image):
+    other = photo(800, 600, seed=5)
+    single = segmenter.encode([other])[0]
+    batched = segmenter.encode([image, other])
+    assert batched[1].image_hw == (600, 800)
+    np.testing.assert_allclose(batched[1].image_embed.numpy(), single.image_embed.numpy(), rtol=1e-3, atol=1e-3)

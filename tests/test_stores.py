@@ -1,0 +1,70 @@
+"""The embedding cache (LRU by bytes) and the image store (LRU by bytes + TTL)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deployments.embedding_cache import EmbeddingCache
+from deployments.image_store import ImageStore
+from deployments.messages import ImageRef, StoredImage
+from serve_app.config import ImageStoreConfig
+
+
+@dataclass
+class Blob:
+    nbytes: int
+
+
+def test_cache_hit_miss_and_eviction_by_bytes():
+    cache = EmbeddingCache(max_bytes=100)
+    assert cache.get("a") is None
+    cache.put("a", Blob(40))
+    cache.put("b", Blob(40))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("c", Blob(40))  # 120 > 100: evicts the least recently used, b
+    assert "b" not in cache and "a" in cache and "c" in cache
+    assert cache.stats() == {"entries": 2, "bytes": 80, "max_bytes": 100, "hits": 1, "misses": 1, "evictions": 1}
+
+
+def test_cache_refuses_an_entry_larger_than_the_budget_and_replaces_same_key():
+    cache = EmbeddingCache(max_bytes=100)
+    cache.put("big", Blob(101))
+    assert "big" not in cache and cache.bytes == 0
+    cache.put("a", Blob(30))
+    cache.put("a", Blob(50))
+    assert cache.bytes == 50 and len(cache) == 1
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def record(image_id: str, nbytes: int) -> StoredImage:
+    pixels = ImageRef.local(np.zeros((2, 2, 3), np.uint8))
+    return StoredImage(image_id, 2, 2, pixels, pixels, None, nbytes)
+
+
+def test_image_store_ttl_renewed_by_use():
+    clock = Clock()
+    store = ImageStore(ImageStoreConfig(ttl_s=10, max_bytes=1000), clock=clock)
+    store.put(record("a", 10))
+    clock.now = 9
+    assert store.get("a") is not None  # renews: now expires at 19
+    clock.now = 18
+    assert store.get("a") is not None
+    clock.now = 28.5
+    assert store.get("a") is None
+    assert store.stats()["expirations"] == 1 and store.bytes == 0
+
+
+def test_image_store_byte_budget():
+    store = ImageStore(ImageStoreConfig(ttl_s=100, max_bytes=100))
+    assert store.put(record("a", 60))
+    assert store.put(record("b", 30))
+    assert store.put(record("c", 30))  # evicts a
+    assert store.get("a") is None and store.get("b") and store.get("c")
+    assert not store.put(record("huge", 101))
+    assert store.stats()["evictions"] == 1

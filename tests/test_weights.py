@@ -1,0 +1,124 @@
+"""Checkpoints: downloaded from a (local) HTTP server, verified by SHA-256, loaded with weights_only=True."""
+
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from deployments.sam_model import build_model
+from serve_app import weights
+from serve_app.config import SegmenterConfig
+
+from conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory) -> Path:
+    """A real SAM 2.1 tiny checkpoint (seed 123, so it differs from the default random weights), in FP16
+    to keep it small; load_state_dict casts it into the FP32 model."""
+    model = build_model(SegmenterConfig(model="tiny", checkpoint="random", seed=123), torch.device("cpu"))
+    path = tmp_path_factory.mktemp("served") / "sam2.1_tiny_custom.pt"
+    torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def http_server(checkpoint_file):
+    directory = str(checkpoint_file.parent)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=directory, **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_verify_and_load(http_server, checkpoint_file, tmp_path):
+    url = f"{http_server}/{checkpoint_file.name}"
+    config = SegmenterConfig(model="tiny", checkpoint=url, checkpoint_sha256=sha256(checkpoint_file),
+                             cache_dir=str(tmp_path))
+    model = build_model(config, torch.device("cpu"), progress=False)
+    cached = tmp_path / checkpoint_file.name
+    assert cached.exists() and sha256(cached) == sha256(checkpoint_file)
+    served = torch.load(checkpoint_file, weights_only=True)["model"]
+    name = "sam_mask_decoder.output_upscaling.0.weight"
+    assert torch.equal(model.state_dict()[name], served[name].float())
+    default_random = build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu"))
+    assert not torch.equal(default_random.state_dict()[name], model.state_dict()[name])
+    # A second start finds the verified file and does not download again.
+    assert weights.resolve("tiny", url, sha256(checkpoint_file), cache_dir=tmp_path, download_missing=False).path == cached
+
+
+def test_wrong_sha256_is_refused_and_nothing_is_kept(http_server, checkpoint_file, tmp_path):
+    url = f"{http_server}/{checkpoint_file.name}"
+    with pytest.raises(weights.WeightsError, match="failed verification"):
+        weights.resolve("tiny", url, "0" * 64, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_url_without_sha256_is_refused():
+    with pytest.raises(weights.WeightsError, match="checkpoint_sha256"):
+        weights.resolve("tiny", "https://example.invalid/x.pt")
+
+
+def test_no_network_gives_one_clear_message(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/sam2.1_hiera_tiny.pt"  # nothing listens there
+    with pytest.raises(weights.WeightsError) as info:
+        weights.resolve("tiny", url, "0" * 64, cache_dir=tmp_path, progress=False)
+    message = str(info.value)
+    assert url in message and str(tmp_path / "sam2.1_hiera_tiny.pt") in message and "put it" in message
+
+
+def test_auto_names_the_official_url_and_the_expected_path(tmp_path):
+    with pytest.raises(weights.WeightsError) as info:
+        weights.resolve("base_plus", "auto", cache_dir=tmp_path, download_missing=False)
+    message = str(info.value)
+    assert weights.OFFICIAL_CHECKPOINTS["base_plus"].url in message
+    assert str(tmp_path / "sam2.1_hiera_base_plus.pt") in message
+
+
+def test_local_file_with_an_official_name_is_verified(tmp_path):
+    fake = tmp_path / "sam2.1_hiera_tiny.pt"
+    fake.write_bytes(b"not the real checkpoint")
+    with pytest.raises(weights.WeightsError, match="failed verification"):
+        weights.resolve("tiny", str(fake))
+    with pytest.raises(weights.WeightsError, match="does not exist"):
+        weights.resolve("tiny", str(tmp_path / "missing.pt"))
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("import os; os.environ['BGREMOVE_PWNED'] = '1'",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(Exception):
+        weights.load_state_dict(path)
+    import os
+    assert "BGREMOVE_PWNED" not in os.environ
+
+
+def test_random_weights_are_seeded():
+    a = build_model(SegmenterConfig(model="tiny", checkpoint="random", seed=7), torch.device("cpu")).state_dict()
+    b = build_model(SegmenterConfig(model="tiny", checkpoint="random", seed=7), torch.device("cpu")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_official_table_is_complete():
+    assert set(weights.OFFICIAL_CHECKPOINTS) == set(weights.MODEL_SIZES)
+    for size, ckpt in weights.OFFICIAL_CHECKPOINTS.items():
+        assert len(ckpt.sha256) == 64 and ckpt.url.endswith(ckpt.filename)
