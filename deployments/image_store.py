@@ -17,6 +17,7 @@ from ray import serve
 from serve_app.config import ImageStoreConfig
 
 from .messages import ImageRef, StoredImage
+from .metrics import ImageStoreMetrics
 
 
 class ImageStore:
@@ -80,6 +81,7 @@ class ImageStore:
 class ImageStoreDeployment:
     def __init__(self, config: ImageStoreConfig):
         self.store = ImageStore(config)
+        self.metrics = ImageStoreMetrics()
 
     def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None) -> bool:
         full_ref = ImageRef.put(full)
@@ -87,10 +89,14 @@ class ImageStoreDeployment:
         model_ref = full_ref if model.shape == full.shape else ImageRef.put(model)
         alpha_ref = ImageRef.put(alpha) if alpha is not None else None
         nbytes = full.nbytes + (0 if model_ref is full_ref else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
-        return self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes))
+        kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes))
+        self.metrics.update(self.store.stats())
+        return kept
 
     def get(self, image_id: str) -> StoredImage | None:
-        return self.store.get(image_id)
+        record = self.store.get(image_id)
+        self.metrics.update(self.store.stats())  # expiries happen on access
+        return record
 
     def stats(self) -> dict:
         return self.store.stats()

@@ -23,6 +23,7 @@ from serve_app.config import IngressLimits
 
 from .imaging import DecodedImage, decode
 from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
+from .metrics import IngressMetrics
 from .output_options import parse_output_options
 from .prompts import parse_prompt
 
@@ -84,7 +85,8 @@ class IngressCore:
         seg = self.stages.segment(SegmentRequest(source.image_id, source.model, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
         timings["total"] = _ms(start)
-        return Cutout(**{**cutout.__dict__, "timings_ms": {**cutout.timings_ms, **timings}})
+        return Cutout(**{**cutout.__dict__, "timings_ms": {**cutout.timings_ms, **timings},
+                         "source_megapixels": source.width * source.height / 1e6})
 
     def _share(self, decoded: DecodedImage) -> StoredImage:
         full = self.stages.share(decoded.rgb)
@@ -236,6 +238,7 @@ class Ingress:
                  limits: IngressLimits):
         self._segmenter = segmenter
         self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
+        self.metrics = IngressMetrics()
 
     async def _guarded(self, work: Awaitable):
         try:
@@ -244,15 +247,29 @@ class Ingress:
             api_error = as_api_error(exc)
             if api_error is None:
                 raise
+            self.metrics.refused.inc(tags={"code": str(api_error.status)})
             raise api_error from exc
+
+    async def _cutout(self, route: str, upload: UploadFile | None, options: dict | None = None,
+                      **prompt) -> Response:
+        async def work():
+            parsed = parse_output_options(**(options or {}))
+            data = await _read_upload(upload, self.core.limits)
+            return data, await self.core.cutout(image=data, options=parsed, **prompt)
+
+        data, cutout = await self._guarded(work())
+        if data:  # image_id clicks upload nothing (and Ray counters refuse a zero increment)
+            self.metrics.bytes_in.inc(len(data), tags={"route": route})
+        self.metrics.bytes_out.inc(len(cutout.data), tags={"route": route})
+        self.metrics.megapixels.observe(cutout.source_megapixels)
+        self.metrics.timings(cutout.timings_ms, ("read", "total"))
+        return cutout_response(cutout)
 
     @http_app.post("/background-removal/remove", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
                    summary="Cut out the clicked object (the replaced service's route)")
     async def remove_legacy(self, image: UploadFile = File(..., description="the photo"),
                             points: str = Form(..., description="JSON [[x, y], ...] in pixels of the photo")) -> Response:
-        data = await _read_upload(image, self.core.limits)
-        cutout = await self._guarded(self.core.cutout(image=data, points=points))
-        return cutout_response(cutout)
+        return await self._cutout("legacy", image, points=points)
 
     @http_app.post("/v1/cutout", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
                    summary="Cut out an object: clicks, exclude clicks and/or a box; output options")
@@ -272,17 +289,19 @@ class Ingress:
         quality: int = Form(90, description="WebP / JPEG quality"),
         accept: str | None = Header(None, include_in_schema=False),
     ) -> Response:
-        options = parse_output_options(format, accept, mask_only, background, crop, crop_margin, feather, quality)
-        data = await _read_upload(image, self.core.limits)
-        cutout = await self._guarded(self.core.cutout(image=data, image_id=image_id, points=points, labels=labels,
-                                                      box=box, options=options))
-        return cutout_response(cutout)
+        options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,
+                       crop_margin=crop_margin, feather=feather, quality=quality)
+        return await self._cutout("cutout", image, options, image_id=image_id, points=points, labels=labels, box=box)
 
     @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,
                    summary="Upload once, click many: store the photo and warm its embedding")
     async def upload(self, image: UploadFile = File(..., description="the photo")) -> ImageInfo:
-        data = await _read_upload(image, self.core.limits)
-        stored = await self._guarded(self.core.upload(data))
+        async def work():
+            data = await _read_upload(image, self.core.limits)
+            return data, await self.core.upload(data)
+
+        data, stored = await self._guarded(work())
+        self.metrics.bytes_in.inc(len(data), tags={"route": "images"})
         return ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
 
     @http_app.get("/healthz", summary="200 when the graph can serve")

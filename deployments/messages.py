@@ -127,6 +127,7 @@ class Cutout:
     image_id: str = ""
     cache_hit: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    source_megapixels: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ray import serve
 from serve_app.config import PostprocessConfig
 
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
+from .metrics import StageMetrics
 from .png import encode_png
 
 
@@ -127,10 +128,13 @@ class PostprocessDeployment:
         self.postprocessor = Postprocessor(config)
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render",
                                            initializer=self.postprocessor.use_threads)
+        self.metrics = StageMetrics()
 
     async def render(self, seg: SegmentResult, image: ImageRef, options: OutputOptions,
                      source_alpha: ImageRef | None = None) -> Cutout:
         rgb = await image.resolve()
         alpha = await source_alpha.resolve() if source_alpha is not None else None
-        return await asyncio.get_running_loop().run_in_executor(
+        cutout = await asyncio.get_running_loop().run_in_executor(
             self._workers, self.postprocessor.render, seg, rgb, options, alpha)
+        self.metrics.timings(cutout.timings_ms, ("upsample", "output", "postprocess"))
+        return cutout

@@ -23,6 +23,7 @@ from serve_app.config import SegmenterConfig
 
 from .embedding_cache import EmbeddingCache
 from .messages import ImageRef, Prompt, SegmentRequest, SegmentResult
+from .metrics import SegmenterMetrics
 from .sam_model import build_model, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class Segmenter:
         sets OMP_NUM_THREADS to the replica's num_cpus, so every thread that runs the model calls this."""
         torch.set_num_threads(self.threads)
 
+    def gpu_memory_bytes(self) -> int:
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+
     def check(self) -> None:
         """Raises if the device can no longer run work (e.g. a broken CUDA context)."""
         probe = torch.ones(8, device=self.device)
@@ -178,6 +182,7 @@ class SegmenterDeployment:
         self._pending: dict[str, asyncio.Future] = {}
         self._encode_batch.set_max_batch_size(config.max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self.metrics = SegmenterMetrics()
 
     async def segment(self, request: SegmentRequest) -> SegmentResult:
         start = time.perf_counter()
@@ -186,6 +191,7 @@ class SegmenterDeployment:
         logits, scores = await self._on_model_thread(self.segmenter.predict, embedding, request.prompt)
         timings["mask"] = _elapsed_ms(decode_start)
         timings["segment"] = _elapsed_ms(start)
+        self.metrics.request(hit, timings, self.segmenter.cache.stats(), self.segmenter.gpu_memory_bytes())
         return SegmentResult(request.image_id, logits, scores, hit, timings)
 
     async def warm(self, image_id: str, image: ImageRef) -> bool:
@@ -226,6 +232,7 @@ class SegmenterDeployment:
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.0)
     async def _encode_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+        self.metrics.batch_size.observe(len(images))
         return await self._on_model_thread(self.segmenter.encode, images)
 
     async def _on_model_thread(self, fn, *args):

@@ -15,6 +15,9 @@ TEST_ARGS = {"model": "tiny", "checkpoint": "random", "device": "cpu", "embeddin
              "image_store_mb": 256}
 
 
+ray_serve_urls: dict[str, str] = {}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -27,10 +30,14 @@ def serve_instance():
     from ray import serve
 
     port = free_port()
+    metrics_port = free_port()
     # Logical CPUs: replicas reserve fractions, and several test apps share these 2 real cores.
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False,
+    # Metrics are exported every second (default 10 s) so the metrics test need not wait long.
+    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+             _system_config={"metrics_report_interval_ms": 1000},
              runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    ray_serve_urls["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
@@ -46,3 +53,9 @@ def app_url(serve_instance):
 
     serve.run(compose(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
     return serve_instance
+
+
+@pytest.fixture(scope="session")
+def metrics_url(serve_instance) -> str:
+    """Ray's Prometheus endpoint on this node."""
+    return ray_serve_urls["metrics"]
