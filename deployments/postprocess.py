@@ -9,6 +9,7 @@ import asyncio
 import io
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,13 +37,19 @@ def upsample_logits(logits: np.ndarray, height: int, width: int) -> torch.Tensor
     return F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)[0, 0]
 
 
+# Logit units per step of 8-bit alpha in the soft edge: the ramp spans logits -4..+4, about the width
+# of SAM's logit transition between two of its 256x256 cells.
+ALPHA_PER_LOGIT = 32.0
+
+
 def soft_alpha(full_logits: torch.Tensor) -> np.ndarray:
-    """Logits to an 8-bit alpha with a soft edge: sigmoid, clamped so that alpha >= 128 exactly where the
-    logit is > 0 (SAM's mask), and the soft ramp never moves the edge."""
-    alpha = torch.sigmoid(full_logits).mul_(255.0).round_()
+    """Logits to an 8-bit alpha with a soft edge: a clipped linear ramp, ceil(127 + 32 * logit), which is
+    >= 128 exactly where the logit is > 0 (SAM's mask) and <= 127 elsewhere, so the edge never moves.
+    Overwrites ``full_logits`` (a 12 MP image is 48 MB of floats; no copies)."""
     inside = full_logits > 0
-    alpha = torch.where(inside, alpha.clamp(min=128.0), alpha.clamp(max=127.0))
-    return alpha.to(torch.uint8).numpy()
+    alpha = full_logits.mul_(ALPHA_PER_LOGIT).add_(127.0).ceil_().clamp_(0.0, 255.0).to(torch.uint8)
+    # 127 + tiny positive logit rounds to 127.0 in float32: lift those few pixels to 128.
+    return torch.maximum(alpha, inside.view(torch.uint8).mul_(128)).numpy()
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
@@ -62,16 +69,26 @@ def subject_box(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int] | N
             min(width, int(cols[-1]) + 1 + margin), min(height, int(rows[-1]) + 1 + margin))
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A zero-copy tensor view (arrays from Ray's object store are read-only; nothing here writes to them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
 def compose(rgb: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int] | None) -> np.ndarray:
+    """RGBA (or RGB on a background colour). Runs in torch so that a 12 MP compose uses every core."""
+    rgb_t, alpha_t = _tensor(rgb), _tensor(alpha).unsqueeze(-1)
     if background is not None:
-        a = alpha[:, :, None].astype(np.uint16)
-        bg = np.array(background, dtype=np.uint16)
-        return ((rgb.astype(np.uint16) * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
-    rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
+        a = alpha_t.to(torch.int32)
+        bg = torch.tensor(background, dtype=torch.int32)
+        return ((rgb_t.to(torch.int32) * a + bg * (255 - a) + 127) // 255).to(torch.uint8).numpy()
+    rgba = torch.empty((*alpha.shape, 4), dtype=torch.uint8)
+    rgba[..., :3] = rgb_t
+    rgba[..., 3:] = alpha_t
     # Colour under fully transparent pixels is zeroed: nothing hidden leaks and the PNG gets smaller.
-    np.multiply(rgb, (alpha > 0)[:, :, None], out=rgba[:, :, :3], casting="unsafe")
-    rgba[:, :, 3] = alpha
-    return rgba
+    rgba[..., :3].mul_(alpha_t > 0)
+    return rgba.numpy()
 
 
 class Postprocessor:

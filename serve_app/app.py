@@ -39,7 +39,7 @@ def compose(args: AppArgs | dict, deployment_options: dict[str, dict] | None = N
         args = AppArgs.model_validate(args)
     args = args.with_env()
     extra = deployment_options or {}
-    segmenter = SegmenterDeployment.options(request_router_config=SESSION_ROUTER, **extra.get("Segmenter", {}))
+    segmenter = SegmenterDeployment.options(**{"request_router_config": SESSION_ROUTER, **extra.get("Segmenter", {})})
     postprocess = PostprocessDeployment.options(**extra.get("Postprocess", {}))
     image_store = ImageStoreDeployment.options(**extra.get("ImageStore", {}))
     ingress = Ingress.options(**extra.get("Ingress", {}))

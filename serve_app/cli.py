@@ -3,6 +3,7 @@
   bgremove serve                       run the service locally (blocks)
   bgremove cut photo.jpg --point 120,340 -o cutout.png
   bgremove weights download --model tiny | bgremove weights list
+  bgremove bench --model tiny                 JSON: first / repeat clicks, throughput, baseline
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ def _numbers(text: str, count: int) -> list[float]:
     if len(values) != count:
         raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
     return values
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -158,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     weights_cmd.add_argument("--model", default="base_plus", choices=["tiny", "small", "base_plus", "large", "all"])
     weights_cmd.add_argument("--cache-dir", default=None)
     weights_cmd.set_defaults(run=cmd_weights)
+    bench_cmd = verbs.add_parser("bench", help="latency / throughput against the old single-process design (JSON)")
+    from .bench import add_arguments
+
+    add_arguments(bench_cmd)
+    bench_cmd.set_defaults(run=cmd_bench)
     return parser
 
 

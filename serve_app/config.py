@@ -38,6 +38,8 @@ class SegmenterConfig(_Frozen):
     max_batch_size: int = 4
     # 0 s: a lone request never waits for company; concurrent misses still share one encoder pass.
     batch_wait_timeout_s: float = 0.0
+    # CUDA only: replay the single-image encoder pass as a recorded CUDA graph (captured at start).
+    cuda_graphs: bool = False
 
 
 class IngressLimits(_Frozen):
@@ -74,6 +76,7 @@ class AppArgs(BaseModel):
     segmenter_threads: int = 0
     max_batch_size: int = 4
     batch_wait_timeout_s: float = 0.0
+    cuda_graphs: bool = False
     postprocess_threads: int = 0
     png_level: int = Field(2, ge=0, le=9)
     max_upload_mb: float = 30.0
@@ -93,6 +96,7 @@ class AppArgs(BaseModel):
             cache_dir=self.cache_dir, seed=self.seed, device=self.device, precision=self.precision,
             embedding_cache_bytes=self.embedding_cache_mb * MiB, torch_threads=self.segmenter_threads,
             max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
+            cuda_graphs=self.cuda_graphs,
         )
 
     def limits(self) -> IngressLimits:

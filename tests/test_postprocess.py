@@ -37,10 +37,15 @@ def test_upsampling_matches_sam2_postprocess_masks():
 def test_soft_alpha_keeps_sams_mask_exactly():
     logits = torch.linspace(-6, 6, 1001)[None].repeat(3, 1)
     logits[0, 500] = 0.0
-    alpha = soft_alpha(logits)
-    assert np.array_equal(alpha >= 128, (logits > 0).numpy())
-    assert alpha.min() == 1 and alpha.max() == 254  # soft ramp, not a hard 0/255 step
-    assert np.all(np.diff(alpha[1].astype(int)) >= 0)  # monotonic in the logit
+    logits[1, 500] = 1e-9  # 127 + 32e-9 rounds to 127.0 in float32: must still be inside
+    logits[2, 500] = -1e-9
+    inside = (logits > 0).numpy()
+    alpha = soft_alpha(logits.clone())
+    assert np.array_equal(alpha >= 128, inside)
+    ramp = alpha[0][(alpha[0] > 0) & (alpha[0] < 255)]
+    assert len(ramp) > 100  # a soft ramp, not a hard 0/255 step
+    assert alpha[0, 0] == 0 and alpha[0, -1] == 255  # saturated far from the edge
+    assert np.all(np.diff(alpha[0].astype(int)) >= 0)  # monotonic in the logit
 
 
 def test_feather_softens_the_edge_but_keeps_the_inside():

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU session's measurements (issues 4 and 8), run on the lent GPU machine from the repo root:
+#   carry .gpu-wheels (built by ../shared/gpu/make-carry.sh plus a zlib-ng wheel); results land in $OUT.
+# 1. the segmenter class alone: base_plus, 1024x768, FP32 / FP16 / BF16 / FP16 + CUDA-graph encoder,
+#    first click, repeat click, encoder per image in a batch of 8, masks' IoU against FP32, and the floor
+#    (sam2's SAM2ImagePredictor set_image + predict on the same model);
+# 2. the whole Ray Serve graph over HTTP: first click (1024x768 and 12 MP JPEG), repeat click, concurrency,
+#    the floor measured inside the segmenter replica, and the old single-process design as baseline.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+rm -rf /tmp/site
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu-wheels/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH || exit 1
+export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, ray, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)" | tee -a "$OUT/gpu.txt"
+echo "== segmenter"; date
+timeout ${SEG_TIMEOUT:-170} python3 -m serve_app.cli bench --segmenter --model base_plus --device cuda \
+  --precision fp32,fp16,bf16,fp16+graph --first-clicks 12 --sizes 1024x768 --output "$OUT/segmenter.json" \
+  > "$OUT/segmenter.log" 2>&1; echo "segmenter rc=$?"
+tail -c 2500 "$OUT/segmenter.json" 2>/dev/null || tail -30 "$OUT/segmenter.log"
+echo "== graph"; date
+timeout ${GRAPH_TIMEOUT:-300} python3 -m serve_app.cli bench --model base_plus --device cuda ${GRAPH_FLAGS:---cuda-graphs} \
+  --sizes 1024x768,4032x3024 --first-clicks 10 --repeat-clicks 40 --concurrency 1,4,8 --floor \
+  --plot "$OUT/latency.png" --output "$OUT/graph.json" > "$OUT/graph.log" 2>&1; echo "graph rc=$?"
+python3 - "$OUT/graph.json" <<'PY' || tail -40 "$OUT/graph.log"
+import json, sys
+r = json.load(open(sys.argv[1]))
+keep = {k: r[k] for k in ("device", "first_click_ms", "repeat_click_ms", "repeat_click_mask_only_ms",
+                          "floor_in_replica_ms", "first_click_over_floor", "overhead_ratio", "throughput_rps") if k in r}
+keep["12mp"] = r["sizes"].get("4032x3024")
+keep["1024_stages"] = r["sizes"]["1024x768"]["stages_ms"]
+keep["repeat_stages"] = r.get("repeat_click_stages_ms")
+print(json.dumps(keep, indent=1))
+PY
+grep -h -i "cuda graph\|Traceback\|Error" "$OUT/graph.log" | head -10
+date
