@@ -58,7 +58,7 @@ def decode(data: bytes, limits: IngressLimits) -> DecodedImage:
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF; the pixels are what matter
             image.seek(0)  # animated or multi-page files: the first frame
             image.load()
-            image = ImageOps.exif_transpose(image)
+            image = ImageOps.exif_transpose(image, in_place=False) if _needs_transpose(image) else image
         rgb, alpha = _to_rgb8(image)
     except errors.ApiError:
         raise
@@ -85,6 +85,10 @@ def _open_checked(data: bytes, limits: IngressLimits) -> Image.Image:
         raise errors.too_large("too_many_pixels", f"the image is {width}x{height} ({width * height / 1e6:.1f} "
                                f"megapixels); the limit is {limits.max_pixels / 1e6:.0f} megapixels. Downscale it.")
     return image
+
+
+def _needs_transpose(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112, 1) not in (1, None)  # exif_transpose would copy even when upright
 
 
 def _to_rgb8(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

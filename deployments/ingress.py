@@ -9,6 +9,7 @@ methods are the HTTP routes (FastAPI through ``serve.ingress``, which also gives
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from typing import Any, Awaitable, Literal, Protocol
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
@@ -46,10 +47,43 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
 
+class RecentImages:
+    """This replica's short memory of image records, so that a burst of clicks on one photo skips the round
+    trip to the image store. Bounded in entries, pinned bytes and age: after ``fresh_s`` the store is asked
+    again, so its TTL and evictions stay the truth."""
+
+    def __init__(self, max_entries: int = 128, max_bytes: int = 512 << 20, fresh_s: float = 10.0,
+                 clock=time.monotonic):
+        self.max_entries, self.max_bytes, self.fresh_s, self._clock = max_entries, max_bytes, fresh_s, clock
+        self._records: OrderedDict[str, tuple[StoredImage, float]] = OrderedDict()
+
+    def get(self, image_id: str) -> StoredImage | None:
+        self._prune()
+        entry = self._records.get(image_id)
+        if entry is None:
+            return None
+        self._records.move_to_end(image_id)
+        return entry[0]
+
+    def add(self, record: StoredImage) -> None:
+        self._records.pop(record.image_id, None)
+        self._records[record.image_id] = (record, self._clock() + self.fresh_s)
+        self._prune()
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for image_id in [k for k, (_, until) in self._records.items() if until <= now]:
+            del self._records[image_id]
+        while self._records and (len(self._records) > self.max_entries or
+                                 sum(r.nbytes for r, _ in self._records.values()) > self.max_bytes):
+            self._records.popitem(last=False)
+
+
 class IngressCore:
     def __init__(self, stages: Stages, limits: IngressLimits):
         self.stages = stages
         self.limits = limits
+        self.recent = RecentImages(fresh_s=limits.recent_image_s)
 
     async def upload(self, data: bytes) -> StoredImage:
         """Stores an image for later clicks and warms its embedding (POST /v1/images)."""
@@ -71,7 +105,6 @@ class IngressCore:
             decoded = await asyncio.to_thread(decode, image, self.limits)
             timings["read"] = _ms(start)
             source = self._share(decoded)
-            # Later clicks may name this image by id alone; keeping it costs this request nothing.
             self._remember_later(source)
         elif image_id:
             source = await self._recall(image_id)
@@ -92,23 +125,37 @@ class IngressCore:
         full = self.stages.share(decoded.rgb)
         model = full if decoded.model_rgb is decoded.rgb else self.stages.share(decoded.model_rgb)
         alpha = self.stages.share(decoded.alpha) if decoded.alpha is not None else None
-        return StoredImage(decoded.image_id, decoded.width, decoded.height, full, model, alpha)
+        nbytes = decoded.rgb.nbytes + (0 if model is full else decoded.model_rgb.nbytes) + (
+            decoded.alpha.nbytes if decoded.alpha is not None else 0)
+        stored = StoredImage(decoded.image_id, decoded.width, decoded.height, full, model, alpha, nbytes)
+        self.recent.add(stored)  # the next click on this photo may come here before the store has it
+        return stored
 
     def _remember_later(self, source: StoredImage) -> None:
-        async def remember():
-            try:
-                await self.stages.remember(source.image_id, source.full, source.model, source.alpha)
-            except Exception:  # the cut-out itself does not depend on it
-                logger.warning("could not keep image %s in the image store", source.image_id, exc_info=True)
-        task = asyncio.get_running_loop().create_task(remember())
-        _background_tasks.add(task)
-        task.add_done_callback(_background_tasks.discard)
+        # Later clicks may name this photo by id alone; keeping it costs this request nothing.
+        self._in_background(self.stages.remember(source.image_id, source.full, source.model, source.alpha))
 
     async def _recall(self, image_id: str) -> StoredImage:
+        stored = self.recent.get(image_id)
+        if stored is not None:
+            self._in_background(self.stages.recall(image_id))  # renews the store's TTL off the hot path
+            return stored
         stored = await self.stages.recall(image_id)
         if stored is None:
             raise errors.unknown_image(image_id)
+        self.recent.add(stored)
         return stored
+
+    @staticmethod
+    def _in_background(work: Awaitable) -> None:
+        async def run():
+            try:
+                await work
+            except Exception:  # bookkeeping only; the request does not depend on it
+                logger.warning("background call failed", exc_info=True)
+        task = asyncio.get_running_loop().create_task(run())
+        _background_tasks.add(task)
+        task.add_done_callback(_background_tasks.discard)
 
 
 _background_tasks: set[asyncio.Task] = set()

@@ -18,7 +18,7 @@ from zlib_ng import zlib_ng
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
-_MIN_PART_BYTES = 1 << 20  # below this, threads cost more than they save
+_MIN_PART_BYTES = 128 << 10  # below this, a thread costs more than it saves
 
 
 def _chunk(kind: bytes, payload: bytes | memoryview) -> bytes:

@@ -15,23 +15,40 @@ export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, ray, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)" | tee -a "$OUT/gpu.txt"
 echo "== segmenter"; date
-timeout ${SEG_TIMEOUT:-170} python3 -m serve_app.cli bench --segmenter --model base_plus --device cuda \
-  --precision fp32,fp16,bf16,fp16+graph --first-clicks 12 --sizes 1024x768 --output "$OUT/segmenter.json" \
+timeout ${SEG_TIMEOUT:-120} python3 -m serve_app.cli bench --segmenter --model base_plus --device cuda \
+  --precision ${PRECISIONS:-fp32,fp16,bf16,fp16+graph} --first-clicks 12 --sizes 1024x768 --output "$OUT/segmenter.json" \
   > "$OUT/segmenter.log" 2>&1; echo "segmenter rc=$?"
-tail -c 2500 "$OUT/segmenter.json" 2>/dev/null || tail -30 "$OUT/segmenter.log"
-echo "== graph"; date
-timeout ${GRAPH_TIMEOUT:-300} python3 -m serve_app.cli bench --model base_plus --device cuda ${GRAPH_FLAGS:---cuda-graphs} \
-  --sizes 1024x768,4032x3024 --first-clicks 10 --repeat-clicks 40 --concurrency 1,4,8 --floor \
-  --plot "$OUT/latency.png" --output "$OUT/graph.json" > "$OUT/graph.log" 2>&1; echo "graph rc=$?"
-python3 - "$OUT/graph.json" <<'PY' || tail -40 "$OUT/graph.log"
+python3 - "$OUT/segmenter.json" <<'PY' || tail -30 "$OUT/segmenter.log"
+import json, sys
+r = json.load(open(sys.argv[1]))["segmenter"]["precisions"]
+for name, e in r.items():
+    print(name, {k: (v["p50"] if isinstance(v, dict) and "p50" in v else v) for k, v in e.items()})
+PY
+summary() {
+python3 - "$1" <<'PY' || tail -40 "${1%.json}.log"
 import json, sys
 r = json.load(open(sys.argv[1]))
-keep = {k: r[k] for k in ("device", "first_click_ms", "repeat_click_ms", "repeat_click_mask_only_ms",
-                          "floor_in_replica_ms", "first_click_over_floor", "overhead_ratio", "throughput_rps") if k in r}
+keep = {k: r[k] for k in ("first_click_ms", "repeat_click_ms", "repeat_click_mask_only_ms", "floor_in_replica_ms",
+                          "first_click_over_floor", "overhead_ratio", "throughput_rps") if k in r}
 keep["12mp"] = r["sizes"].get("4032x3024")
 keep["1024_stages"] = r["sizes"]["1024x768"]["stages_ms"]
 keep["repeat_stages"] = r.get("repeat_click_stages_ms")
-print(json.dumps(keep, indent=1))
+keep["concurrency"] = {c: {k: (v["p50"] if isinstance(v, dict) else v) for k, v in e.items()} for c, e in r["concurrency"].items()}
+print(json.dumps(keep))
 PY
-grep -h -i "cuda graph\|Traceback\|Error" "$OUT/graph.log" | head -10
+}
+echo "== graph"; date
+timeout ${GRAPH_TIMEOUT:-270} python3 -m serve_app.cli bench --model base_plus --device cuda ${GRAPH_FLAGS:---cuda-graphs} \
+  --sizes 1024x768,4032x3024 --first-clicks 10 --repeat-clicks 40 --concurrency 1,4,8 --floor \
+  --plot "$OUT/latency.png" --output "$OUT/graph.json" > "$OUT/graph.log" 2>&1; echo "graph rc=$?"
+summary "$OUT/graph.json"
+if [ -n "${FLAGS_RUN:-}" ]; then
+echo "== graph, Serve's latency flags"; date
+timeout ${FLAGS_TIMEOUT:-120} python3 -m serve_app.cli bench --model base_plus --device cuda --cuda-graphs --no-baseline \
+  --serve-env RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 --serve-env RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 \
+  --sizes 1024x768 --first-clicks 10 --repeat-clicks 40 --concurrency 1,4 --floor \
+  --output "$OUT/graph_flags.json" > "$OUT/graph_flags.log" 2>&1; echo "flags rc=$?"
+summary "$OUT/graph_flags.json"
+fi
+grep -h -i "cuda graph\|Traceback" "$OUT"/*.log | head -10
 date

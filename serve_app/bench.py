@@ -249,7 +249,7 @@ def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, i
         entry = {"first_click_ms": percentiles(first), "repeat_click_ms": percentiles(repeat),
                  "encoder_per_image_batch8_ms": round(batch8, 2)}
         if extra == "graph":
-            entry["cuda_graph"] = segmenter._graph is not None
+            entry["cuda_graphs"] = sorted(segmenter._graphs)
             entry["graph_capture_ms"] = segmenter.graph_capture_ms
         if not reference_masks:
             reference_masks = masks
@@ -280,7 +280,9 @@ def start_graph(args: argparse.Namespace) -> str:
     from .cli import free_port
 
     port = free_port()
-    ray.init(num_cpus=max(8, os.cpu_count() or 1), num_gpus=None, include_dashboard=False, log_to_driver=False)
+    env_vars = dict(item.split("=", 1) for item in args.serve_env)  # e.g. Serve's latency flags, replicas only
+    ray.init(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": env_vars} if env_vars else None)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     options: dict[str, dict] = {"Segmenter": {"num_replicas": args.segmenter_replicas}}
     gpu = args.device != "cpu" and _cuda_available()
@@ -380,6 +382,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segmenter-replicas", type=int, default=1)
     parser.add_argument("--cuda-graphs", action="store_true", help="capture the encoder as a CUDA graph")
     parser.add_argument("--postprocess-threads", type=int, default=0)
+    parser.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for the graph's replicas, e.g. RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0")
     parser.add_argument("--no-baseline", action="store_true", help="skip the old single-process design")
     parser.add_argument("--floor", action="store_true", help="also time sam2's predictor inside the replica")
     parser.add_argument("--segmenter", action="store_true", help="benchmark the segmenter class alone")

@@ -48,6 +48,8 @@ class IngressLimits(_Frozen):
     max_points: int = 64
     # SAM 2 squashes every image to 1024x1024; a copy whose long side is <= this is all it needs.
     model_side: int = 1024
+    # How long an ingress replica trusts its own memory of an image record before asking the store again.
+    recent_image_s: float = 10.0
 
 
 class ImageStoreConfig(_Frozen):
@@ -101,7 +103,8 @@ class AppArgs(BaseModel):
 
     def limits(self) -> IngressLimits:
         return IngressLimits(max_upload_bytes=int(self.max_upload_mb * 1000 * 1000),
-                             max_pixels=int(self.max_megapixels * 1_000_000), max_points=self.max_points)
+                             max_pixels=int(self.max_megapixels * 1_000_000), max_points=self.max_points,
+                             recent_image_s=min(10.0, self.image_ttl_s / 4))
 
     def image_store(self) -> ImageStoreConfig:
         return ImageStoreConfig(ttl_s=self.image_ttl_s, max_bytes=self.image_store_mb * MiB)

@@ -68,3 +68,19 @@ def test_image_store_byte_budget():
     assert store.get("a") is None and store.get("b") and store.get("c")
     assert not store.put(record("huge", 101))
     assert store.stats()["evictions"] == 1
+
+
+def test_ingress_recent_images_bounded_by_age_entries_and_bytes():
+    from deployments.ingress import RecentImages
+
+    clock = Clock()
+    recent = RecentImages(max_entries=2, max_bytes=100, fresh_s=5, clock=clock)
+    recent.add(record("a", 10))
+    recent.add(record("b", 10))
+    assert recent.get("a") is not None  # a is now the most recent
+    recent.add(record("c", 10))  # three entries > 2: the least recent, b, goes
+    assert recent.get("b") is None and recent.get("a") and recent.get("c")
+    recent.add(record("big", 95))  # over the byte budget: the oldest go until it fits
+    assert recent.get("a") is None and recent.get("big") is not None
+    clock.now = 5.0
+    assert recent.get("big") is None  # too old to trust: the store is asked again
