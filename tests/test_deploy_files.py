@@ -280,6 +280,31 @@ def test_compose_runs_a_head_and_a_gpu_worker(deployments):
     assert worker_cpus >= deployments["Segmenter"]["ray_actor_options"]["num_cpus"]
 
 
+# -- CI and README ----------------------------------------------------------------------------------------------------
+
+
+def test_ci_workflow_runs_the_readme_test_command_on_push():
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"^make test\b", readme, re.M), "the README's test command"
+    workflow = read_yaml(".github/workflows/ci.yml")
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads a bare `on` as True
+    assert "push" in triggers
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(step.get("run", "").split()[:2] == ["make", "test"] for step in steps)
+    assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_readme_scaling_out_names_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
+    for command in ("serve build", "serve deploy", "kubectl apply -f cluster/rayservice.yaml", "ray up cluster/aws.yaml"):
+        assert command in section, command
+    paths = set(re.findall(r"\b((?:configs|cluster|docker)/[\w./-]+\.(?:yaml|yml)|docker/Dockerfile)\b", section))
+    assert paths
+    for path in paths:
+        assert (ROOT / path).exists(), path
+
+
 def test_serve_build_writes_a_config_of_the_graph(tmp_path):
     """README's `serve build serve_app.graph:app -o my-config.yaml`: the code's deployment options as YAML."""
     from ray.serve.schema import ServeDeploySchema
