@@ -9,11 +9,13 @@ methods are the HTTP routes (FastAPI through ``serve.ingress``, which also gives
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Literal, Protocol
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -166,6 +168,11 @@ class ImageInfo(BaseModel):
     height: int
 
 
+# The click-to-cut web page: plain files, no build step (serve_app/static/).
+STATIC_DIR = Path(__file__).resolve().parent.parent / "serve_app" / "static"
+http_app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
 _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in [
     (400, "malformed fields"), (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"),
     (415, "not an image"), (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
@@ -303,6 +310,10 @@ class Ingress:
         data, stored = await self._guarded(work())
         self.metrics.bytes_in.inc(len(data), tags={"route": "images"})
         return ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
+
+    @http_app.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
 
     @http_app.get("/healthz", summary="200 when the graph can serve")
     async def healthz(self) -> JSONResponse:
