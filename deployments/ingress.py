@@ -294,10 +294,12 @@ class Ingress:
         crop_margin: int = Form(0, description="pixels kept around the subject when cropping"),
         feather: float = Form(0.0, description="extra edge softening (Gaussian sigma, pixels)"),
         quality: int = Form(90, description="WebP / JPEG quality"),
+        refine: bool = Form(False, description="refine the edge with the full-resolution photo (closed-form "
+                            "matting; slower, see README)"),
         accept: str | None = Header(None, include_in_schema=False),
     ) -> Response:
         options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,
-                       crop_margin=crop_margin, feather=feather, quality=quality)
+                       crop_margin=crop_margin, feather=feather, quality=quality, refine=refine)
         return await self._cutout("cutout", image, options, image_id=image_id, points=points, labels=labels, box=box)
 
     @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,

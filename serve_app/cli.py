@@ -3,6 +3,7 @@
   bgremove serve                       run the service locally (blocks)
   bgremove cut photo.jpg --point 120,340 -o cutout.png
   bgremove weights download --model tiny | bgremove weights list
+  bgremove edge-quality [--quick]      JSON: edge refinement vs plain upsampling on a synthetic set
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def cmd_cut(args: argparse.Namespace) -> int:
         fields["crop"] = "true"
     if args.mask_only:
         fields["mask_only"] = "true"
+    if args.refine:
+        fields["refine"] = "true"
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         with image.open("rb") as f:
@@ -123,6 +126,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge_quality(args: argparse.Namespace) -> int:
+    from . import edge_quality
+
+    return edge_quality.main([*(["--quick"] if args.quick else []), "--methods", args.methods])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgremove", description="Cut the clicked object out of a photo.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
     cut.add_argument("--mask-only", dest="mask_only", action="store_true")
     cut.add_argument("--feather", type=float, default=None)
+    cut.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo (slower)")
     cut.add_argument("--url", default=os.environ.get("BGREMOVE_URL", DEFAULT_URL))
     cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
     cut.add_argument("--timeout", type=float, default=120.0)
@@ -158,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     weights_cmd.add_argument("--model", default="base_plus", choices=["tiny", "small", "base_plus", "large", "all"])
     weights_cmd.add_argument("--cache-dir", default=None)
     weights_cmd.set_defaults(run=cmd_weights)
+    edges = verbs.add_parser("edge-quality", help="edge refinement vs plain upsampling on a synthetic set (JSON)")
+    edges.add_argument("--quick", action="store_true", help="two smaller images instead of the full set")
+    edges.add_argument("--methods", default="guided,closed_form", help="comma-separated: guided, closed_form")
+    edges.set_defaults(run=cmd_edge_quality)
     return parser
 
 
