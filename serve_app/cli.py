@@ -75,9 +75,12 @@ def cmd_cut(args: argparse.Namespace) -> int:
     if args.box:
         fields["box"] = json.dumps(args.box)
     output = Path(args.output)
+    if not output.parent.is_dir():
+        print(f"error: cannot write {output}: the folder {output.parent} does not exist", file=sys.stderr)
+        return 2
     fmt = args.format or {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(output.suffix.lower(), "png")
     fields["format"] = fmt
-    for name in ("background", "crop_margin", "feather"):
+    for name in ("background", "crop_margin", "feather", "quality"):
         if getattr(args, name) is not None:
             fields[name] = str(getattr(args, name))
     if args.crop:
@@ -91,6 +94,10 @@ def cmd_cut(args: argparse.Namespace) -> int:
         with image.open("rb") as f:
             response = httpx.post(f"{args.url.rstrip('/')}/v1/cutout", files={"image": (image.name, f)},
                                   data=fields, headers=headers, timeout=args.timeout)
+    except httpx.TimeoutException:
+        print(f"error: the service at {args.url} did not answer within {args.timeout:g} s; try again, or raise "
+              "--timeout", file=sys.stderr)
+        return 3
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the service at {args.url} ({exc}); start it with `bgremove serve`",
               file=sys.stderr)
@@ -156,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--crop", action="store_true", help="crop to the subject")
     cut.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
     cut.add_argument("--mask-only", dest="mask_only", action="store_true")
-    cut.add_argument("--feather", type=float, default=None)
+    cut.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma, pixels)")
+    cut.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
     cut.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo (slower)")
     cut.add_argument("--url", default=os.environ.get("BGREMOVE_URL", DEFAULT_URL))
     cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
