@@ -21,9 +21,10 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's own browser download cannot work here: Debian's Chromium, headless, with nothing that phones
-# home. --user-data-dir comes from launch_persistent_context (a fresh folder per test).
+# home. --user-data-dir comes from launch_persistent_context (a fresh folder per test). /dev/shm is small in
+# containers: Chromium then uses /tmp instead of crashing.
 FLAGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 120_000  # a new photo's embedding takes seconds on a CPU shared with other tests
 
