@@ -189,7 +189,7 @@ def measure(samples: list[Sample], methods=("guided", "closed_form")) -> dict:
     table = {}
     for name, values in rows.items():
         row = {key: round(float(np.mean(v)), 4) for key, v in values.items()}
-        row["sad_vs_upsampling"] = round(row["sad"] / base_sad - 1.0, 4)
+        row["sad_vs_upsampling"] = round(float(np.mean(values["sad"])) / base_sad - 1.0, 4) + 0.0  # no "-0.0"
         row["sad_per_image"] = [round(v, 3) for v in values["sad"]]
         table[name] = row
     return {"images": [list(s.alpha.shape[::-1]) for s in samples],
