@@ -10,15 +10,18 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Awaitable, Literal, Protocol
 
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+import serve_app
 from serve_app import errors
 from serve_app.config import IngressLimits
 
@@ -213,6 +216,11 @@ class ImageInfo(BaseModel):
     height: int
 
 
+# The click-to-cut web page: plain files, no build step (serve_app/static/).
+STATIC_DIR = Path(serve_app.__file__).resolve().parent / "static"
+http_app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
 _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in [
     (400, "malformed fields"), (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"),
     (415, "not an image"), (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
@@ -336,10 +344,12 @@ class Ingress:
         crop_margin: int = Form(0, description="pixels kept around the subject when cropping"),
         feather: float = Form(0.0, description="extra edge softening (Gaussian sigma, pixels)"),
         quality: int = Form(90, description="WebP / JPEG quality"),
+        refine: bool = Form(False, description="refine the edge with the full-resolution photo (closed-form "
+                            "matting; slower, see README)"),
         accept: str | None = Header(None, include_in_schema=False),
     ) -> Response:
         options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,
-                       crop_margin=crop_margin, feather=feather, quality=quality)
+                       crop_margin=crop_margin, feather=feather, quality=quality, refine=refine)
         return await self._cutout("cutout", image, options, image_id=image_id, points=points, labels=labels, box=box)
 
     @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,
@@ -352,6 +362,10 @@ class Ingress:
         data, stored = await self._guarded(work())
         self.metrics.bytes_in.inc(len(data), tags={"route": "images"})
         return ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
+
+    @http_app.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
 
     @http_app.get("/healthz", summary="200 when the graph can serve")
     async def healthz(self) -> JSONResponse:

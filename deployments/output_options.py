@@ -51,7 +51,7 @@ def parse_color(value: str) -> tuple[int, int, int]:
 
 def parse_output_options(format: str | None = None, accept: str | None = None, mask_only: bool = False,
                          background: str | tuple | None = None, crop: bool = False, crop_margin: int = 0,
-                         feather: float = 0.0, quality: int = 90) -> OutputOptions:
+                         feather: float = 0.0, quality: int = 90, refine: bool = False) -> OutputOptions:
     if format:
         chosen = _FORMAT_ALIASES.get(format.strip().lower())
         if chosen is None:
@@ -76,4 +76,5 @@ def parse_output_options(format: str | None = None, accept: str | None = None, m
     if not 1 <= quality <= 100:
         raise errors.invalid_prompt("invalid_quality", "quality must be between 1 and 100")
     return OutputOptions(format=chosen, mask_only=mask_only, background=color, crop=crop,
-                         crop_margin=int(crop_margin), feather=float(feather), quality=int(quality))
+                         crop_margin=int(crop_margin), feather=float(feather), quality=int(quality),
+                         refine=bool(refine))

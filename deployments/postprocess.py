@@ -23,6 +23,7 @@ from serve_app.config import PostprocessConfig
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
 from .png import encode_png
+from .refine import refine_alpha
 
 
 def choose_mask(scores: np.ndarray) -> int:
@@ -109,6 +110,11 @@ class Postprocessor:
         height, width = rgb.shape[:2]
         index = choose_mask(seg.scores)
         alpha = soft_alpha(upsample_logits(seg.logits[index], height, width))
+        refine_ms = {}
+        if options.refine:
+            refine_start = time.perf_counter()
+            alpha = refine_alpha(rgb, alpha)
+            refine_ms = {"refine": round((time.perf_counter() - refine_start) * 1000, 2)}
         alpha = feather(alpha, options.feather)
         if source_alpha is not None:  # what was transparent in the upload stays transparent
             alpha = np.minimum(alpha, source_alpha)
@@ -120,7 +126,7 @@ class Postprocessor:
         pixels = alpha if options.mask_only else compose(rgb, alpha, options.background)
         encode_start = time.perf_counter()
         data = self.encode(pixels, options)
-        timings = {**seg.timings_ms, "upsample": round(upsample_ms, 2),
+        timings = {**seg.timings_ms, **refine_ms, "upsample": round(upsample_ms, 2),
                    "output": round((time.perf_counter() - encode_start) * 1000, 2),
                    "postprocess": round((time.perf_counter() - start) * 1000, 2)}
         return Cutout(data=data, media_type=MEDIA_TYPES_BY_FORMAT[options.format], width=pixels.shape[1],
@@ -153,5 +159,5 @@ class PostprocessDeployment:
         alpha = await source_alpha.resolve() if source_alpha is not None else None
         cutout = await asyncio.get_running_loop().run_in_executor(
             self._workers, self.postprocessor.render, seg, rgb, options, alpha)
-        self.metrics.timings(cutout.timings_ms, ("upsample", "output", "postprocess"))
+        self.metrics.timings(cutout.timings_ms, ("upsample", "refine", "output", "postprocess"))
         return cutout

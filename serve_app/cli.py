@@ -4,6 +4,7 @@
   bgremove cut photo.jpg --point 120,340 -o cutout.png
   bgremove weights download --model tiny | bgremove weights list
   bgremove bench --model tiny                 JSON: first / repeat clicks, throughput, baseline
+  bgremove edge-quality [--quick]      JSON: edge refinement vs plain upsampling on a synthetic set
 """
 
 from __future__ import annotations
@@ -89,20 +90,29 @@ def cmd_cut(args: argparse.Namespace) -> int:
     if args.box:
         fields["box"] = json.dumps(args.box)
     output = Path(args.output)
+    if not output.parent.is_dir():
+        print(f"error: cannot write {output}: the folder {output.parent} does not exist", file=sys.stderr)
+        return 2
     fmt = args.format or {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(output.suffix.lower(), "png")
     fields["format"] = fmt
-    for name in ("background", "crop_margin", "feather"):
+    for name in ("background", "crop_margin", "feather", "quality"):
         if getattr(args, name) is not None:
             fields[name] = str(getattr(args, name))
     if args.crop:
         fields["crop"] = "true"
     if args.mask_only:
         fields["mask_only"] = "true"
+    if args.refine:
+        fields["refine"] = "true"
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     try:
         with image.open("rb") as f:
             response = httpx.post(f"{args.url.rstrip('/')}/v1/cutout", files={"image": (image.name, f)},
                                   data=fields, headers=headers, timeout=args.timeout)
+    except httpx.TimeoutException:
+        print(f"error: the service at {args.url} did not answer within {args.timeout:g} s; try again, or raise "
+              "--timeout", file=sys.stderr)
+        return 3
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the service at {args.url} ({exc}); start it with `bgremove serve`",
               file=sys.stderr)
@@ -138,6 +148,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge_quality(args: argparse.Namespace) -> int:
+    from . import edge_quality
+
+    return edge_quality.main([*(["--quick"] if args.quick else []), "--methods", args.methods])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgremove", description="Cut the clicked object out of a photo.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -162,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--crop", action="store_true", help="crop to the subject")
     cut.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
     cut.add_argument("--mask-only", dest="mask_only", action="store_true")
-    cut.add_argument("--feather", type=float, default=None)
+    cut.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma, pixels)")
+    cut.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
+    cut.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo (slower)")
     cut.add_argument("--url", default=os.environ.get("BGREMOVE_URL", DEFAULT_URL))
     cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
     cut.add_argument("--timeout", type=float, default=120.0)
@@ -173,11 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     weights_cmd.add_argument("--model", default="base_plus", choices=["tiny", "small", "base_plus", "large", "all"])
     weights_cmd.add_argument("--cache-dir", default=None)
     weights_cmd.set_defaults(run=cmd_weights)
+
     bench_cmd = verbs.add_parser("bench", help="latency / throughput against the old single-process design (JSON)")
     from .bench import add_arguments
 
     add_arguments(bench_cmd)
     bench_cmd.set_defaults(run=cmd_bench)
+
+    edges = verbs.add_parser("edge-quality", help="edge refinement vs plain upsampling on a synthetic set (JSON)")
+    edges.add_argument("--quick", action="store_true", help="two smaller images instead of the full set")
+    edges.add_argument("--methods", default="guided,closed_form", help="comma-separated: guided, closed_form")
+    edges.set_defaults(run=cmd_edge_quality)
     return parser
 
 

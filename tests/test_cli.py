@@ -44,3 +44,80 @@ def test_weights_list(tmp_path, capsys):
     assert main(["weights", "list", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "base_plus" in out and "missing" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("args, suffix, expected", [
+    (["--mask-only"], ".png", ("PNG", "L", (320, 240))),
+    (["--background", "white"], ".jpg", ("JPEG", "RGB", (320, 240))),
+    (["--format", "webp", "--quality", "80"], ".out", ("WEBP", "RGBA", (320, 240))),
+])
+def test_cut_output_options(app_url, tmp_path, capsys, args, suffix, expected):
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(320, 240, seed=31))
+    out = tmp_path / f"cut{suffix}"
+    code = main(["cut", str(photo_path), "--point", "160,120", *args, "-o", str(out), "--url", app_url])
+    assert code == 0, capsys.readouterr().err
+    image = decode(out.read_bytes())
+    assert (image.format, image.mode, image.size) == expected
+
+
+@pytest.mark.e2e
+def test_cut_crop_is_no_larger_than_the_photo_and_keeps_the_margin(app_url, tmp_path, capsys):
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(320, 240, seed=31))
+    full, cropped = tmp_path / "full.png", tmp_path / "crop.png"
+    assert main(["cut", str(photo_path), "--point", "160,120", "--mask-only", "-o", str(full), "--url", app_url]) == 0
+    assert main(["cut", str(photo_path), "--point", "160,120", "--crop", "--crop-margin", "3", "-o", str(cropped),
+                 "--url", app_url]) == 0, capsys.readouterr().err
+    import numpy as np
+
+    mask = np.asarray(decode(full.read_bytes())) > 0
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    expected_w = min(320, cols[-1] + 1 + 3) - max(0, cols[0] - 3)
+    expected_h = min(240, rows[-1] + 1 + 3) - max(0, rows[0] - 3)
+    assert decode(cropped.read_bytes()).size == (expected_w, expected_h)
+
+
+@pytest.mark.e2e
+def test_cut_shows_the_servers_reason_for_jpeg_without_background(app_url, tmp_path, capsys):
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(320, 240, seed=31))
+    code = main(["cut", str(photo_path), "--point", "160,120", "-o", str(tmp_path / "x.jpg"), "--url", app_url])
+    err = capsys.readouterr().err
+    assert code == 1 and "422" in err and "JPEG has no transparency" in err
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_cut_with_a_missing_output_folder(tmp_path, capsys):
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(32, 32))
+    code = main(["cut", str(photo_path), "--point", "1,1", "-o", str(tmp_path / "nope" / "x.png")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_cut_with_a_service_that_does_not_answer(tmp_path, capsys):
+    import socket
+
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(32, 32))
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        code = main(["cut", str(photo_path), "--point", "1,1", "-o", str(tmp_path / "x.png"),
+                     "--url", f"http://127.0.0.1:{port}", "--timeout", "1"])
+    assert code == 3 and "did not answer within 1 s" in capsys.readouterr().err
+
+
+def test_cut_needs_a_point_or_a_box(tmp_path, capsys):
+    photo_path = tmp_path / "photo.jpg"
+    photo_path.write_bytes(jpeg(32, 32))
+    assert main(["cut", str(photo_path), "-o", str(tmp_path / "x.png")]) == 2
+    assert "--point" in capsys.readouterr().err
+
+
+def test_cut_refuses_a_malformed_point(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["cut", "photo.jpg", "--point", "12", "-o", "x.png"])
+    assert info.value.code == 2 and "expected 2 comma-separated numbers" in capsys.readouterr().err

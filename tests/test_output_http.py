@@ -1,0 +1,83 @@
+"""Output options of /v1/cutout over HTTP, through the real graph: format by field or Accept, mask only, background
+colour (JPEG), crop with a margin, feather; the default stays the old route's full-size RGBA PNG."""
+
+import httpx
+import numpy as np
+import pytest
+
+from images import decode, photo, png
+
+pytestmark = pytest.mark.e2e
+
+WIDTH, HEIGHT = 400, 300
+CLICK = {"points": "[[200, 150]]"}
+
+
+@pytest.fixture(scope="module")
+def image_id(app_url):
+    response = httpx.post(app_url + "/v1/images", files={"image": ("p.png", png(WIDTH, HEIGHT, seed=41), "image/png")},
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()["image_id"]
+
+
+def cut(app_url, image_id, headers=None, **fields):
+    response = httpx.post(app_url + "/v1/cutout", data={"image_id": image_id, **CLICK, **fields}, headers=headers,
+                          timeout=120)
+    return response
+
+
+@pytest.mark.parametrize("fields, headers, media_type, expected", [
+    ({}, None, "image/png", ("PNG", "RGBA", (WIDTH, HEIGHT))),
+    ({}, {"Accept": "image/webp,image/png;q=0.8"}, "image/webp", ("WEBP", "RGBA", (WIDTH, HEIGHT))),
+    ({"format": "png"}, {"Accept": "image/webp"}, "image/png", ("PNG", "RGBA", (WIDTH, HEIGHT))),
+    ({"format": "webp", "quality": "60"}, None, "image/webp", ("WEBP", "RGBA", (WIDTH, HEIGHT))),
+    ({"format": "jpeg", "background": "#00ff00"}, None, "image/jpeg", ("JPEG", "RGB", (WIDTH, HEIGHT))),
+    ({"background": "white"}, None, "image/png", ("PNG", "RGB", (WIDTH, HEIGHT))),
+    ({"mask_only": "true"}, None, "image/png", ("PNG", "L", (WIDTH, HEIGHT))),
+])
+def test_formats(app_url, image_id, fields, headers, media_type, expected):
+    response = cut(app_url, image_id, headers, **fields)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == media_type
+    image = decode(response.content)
+    assert (image.format, image.mode, image.size) == expected
+
+
+def test_background_is_composited_under_the_mask(app_url, image_id):
+    mask = np.asarray(decode(cut(app_url, image_id, mask_only="true").content)).astype(np.uint16)[..., None]
+    filled = np.asarray(decode(cut(app_url, image_id, background="#ff00ff").content))
+    rgb = photo(WIDTH, HEIGHT, seed=41).astype(np.uint16)
+    expected = (rgb * mask + np.array([255, 0, 255], np.uint16) * (255 - mask) + 127) // 255
+    assert np.array_equal(filled, expected.astype(np.uint8))
+
+
+def test_crop_keeps_the_subject_and_the_margin(app_url, image_id):
+    mask = np.asarray(decode(cut(app_url, image_id, mask_only="true").content))
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    margin = 7
+    box = (max(0, cols[0] - margin), max(0, rows[0] - margin),
+           min(WIDTH, cols[-1] + 1 + margin), min(HEIGHT, rows[-1] + 1 + margin))
+    cropped = decode(cut(app_url, image_id, crop="true", crop_margin=str(margin)).content)
+    assert cropped.size == (box[2] - box[0], box[3] - box[1])
+    assert np.array_equal(np.asarray(cropped)[..., 3], mask[box[1]:box[3], box[0]:box[2]])
+
+
+def test_feather_softens_the_mask(app_url, image_id):
+    sharp = np.asarray(decode(cut(app_url, image_id, mask_only="true").content)).astype(float)
+    soft = np.asarray(decode(cut(app_url, image_id, mask_only="true", feather="4").content)).astype(float)
+    variation = lambda a: np.abs(np.diff(a, axis=0)).sum() + np.abs(np.diff(a, axis=1)).sum()
+    assert variation(soft) < 0.9 * variation(sharp)
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"format": "jpeg"}, "jpeg_needs_background"),
+    ({"format": "gif"}, "malformed_request"),
+    ({"background": "not-a-colour"}, "invalid_background"),
+    ({"feather": "-1"}, "invalid_feather"),
+])
+def test_refused_options_say_why(app_url, image_id, fields, code):
+    response = cut(app_url, image_id, **fields)
+    assert 400 <= response.status_code < 500
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
