@@ -211,6 +211,70 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
     return report
 
 
+# -- affinity routing ---------------------------------------------------------------------------------------------
+
+ROUTERS = {
+    # Serve's default router: power of two choices by queue length, no notion of sessions.
+    "pow2": {},
+    # Consistent hashing on the session id (the image id); a busy owner's clicks may spill to 2 other replicas.
+    "hash_fallback2": {"request_router_class": "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
+                       "request_router_kwargs": {"num_virtual_nodes": 100, "num_fallback_replicas": 2}},
+    # Strict: a busy owner's clicks wait for it (what serve_app.app.SESSION_ROUTER uses).
+    "hash_strict": {"request_router_class": "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
+                    "request_router_kwargs": {"num_virtual_nodes": 100, "num_fallback_replicas": 0}},
+}
+
+
+async def _routing_user(client: GraphClient, seed: int, clicks: int, size: tuple[int, int]) -> list[tuple[float, dict]]:
+    """One person: a first click that uploads the photo, then more clicks on it by image id."""
+    width, height = size
+    _, first = await client.first_click(jpeg(width, height, seed=seed), centre(width, height))
+    response = await client.client.post(f"{client.url}/v1/images", files={"image": ("p.jpg", jpeg(width, height, seed=seed))})
+    image_id = response.json()["image_id"]
+    results = []
+    for click in range(1, clicks):
+        results.append(await client.repeat_click(image_id, [centre(width, height), [5.0 * click, 5.0]], [1, 0]))
+    return results
+
+
+def bench_routing(args: argparse.Namespace, users: int, clicks: int, replicas: int = 2) -> dict[str, Any]:
+    """Repeat-click cache hit rate and latency of each router, `users` people clicking at once."""
+    import ray
+    from ray import serve
+    from ray.serve.config import RequestRouterConfig
+
+    from .app import compose
+    from .cli import free_port
+    from .config import AppArgs
+
+    port = free_port()
+    ray.init(num_cpus=max(16, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app_args = AppArgs(model=args.model, checkpoint=args.checkpoint, device=args.device, embedding_cache_mb=2048)
+    report = {"users": users, "clicks_per_user": clicks, "segmenter_replicas": replicas, "routers": {}}
+    size = parse_size(args.sizes.split(",")[0])
+    for name, router in ROUTERS.items():
+        options = {"Segmenter": {"num_replicas": replicas, "request_router_config": RequestRouterConfig(**router)}}
+        serve.run(compose(app_args, options), name=name, route_prefix=f"/{name}")
+
+        async def main():
+            client = GraphClient(f"http://127.0.0.1:{port}/{name}")
+            try:
+                start = time.perf_counter()
+                per_user = await asyncio.gather(*(_routing_user(client, 7000 + i, clicks, size) for i in range(users)))
+                return per_user, time.perf_counter() - start
+            finally:
+                await client.close()
+
+        per_user, wall = asyncio.run(main())
+        repeats = [r for user in per_user for r in user]
+        report["routers"][name] = {
+            "repeat_cache_hit_rate": round(sum(r[1]["cache_hit"] for r in repeats) / len(repeats), 3),
+            "repeat_click_ms": percentiles([r[0] for r in repeats]), "wall_s": round(wall, 1)}
+        serve.delete(name)
+    return report
+
+
 # -- segmenter alone ----------------------------------------------------------------------------------------------
 
 def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, int], repeats: int,
@@ -325,6 +389,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     report: dict[str, Any] = {"device": device_name(args.device), "model": args.model,
                               "checkpoint": args.checkpoint, "python": sys.version.split()[0]}
+    if args.routing:
+        users, clicks = (int(v) for v in args.routing.split("x"))
+        report["routing"] = bench_routing(args, users, clicks)
+        return report
     if args.segmenter:
         precisions = args.precision.split(",") if args.precision else ["auto"]
         report["segmenter"] = bench_segmenter(args.model, args.checkpoint, args.device, sizes[0],
@@ -387,6 +455,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the old single-process design")
     parser.add_argument("--floor", action="store_true", help="also time sam2's predictor inside the replica")
     parser.add_argument("--segmenter", action="store_true", help="benchmark the segmenter class alone")
+    parser.add_argument("--routing", default=None, metavar="USERSxCLICKS",
+                        help="compare routers on 2 segmenter replicas, e.g. 20x5")
     parser.add_argument("--precision", default=None,
                         help="with --segmenter: e.g. fp32,fp16,bf16,fp16+graph (the first is the IoU reference)")
     parser.add_argument("--plot", default=None, help="write a latency-vs-concurrency PNG here")
