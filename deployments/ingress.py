@@ -104,11 +104,15 @@ class IngressCore:
                      labels: Any = None, box: Any = None, options: OutputOptions = OutputOptions()) -> Cutout:
         start = time.perf_counter()
         timings: dict[str, float] = {}
+        remembering = None
         if image is not None:
             decoded = await asyncio.to_thread(decode, image, self.limits)
             timings["read"] = _ms(start)
             source = self._share(decoded)
-            self._remember_later(source)
+            # Later clicks may name this photo by its id alone, on any ingress replica: the image store keeps
+            # it while the model works, and the answer waits for that so the id is good once the client has it.
+            remembering = self._in_background(
+                self.stages.remember(source.image_id, source.full, source.model, source.alpha))
         elif image_id:
             source = await self._recall(image_id)
         else:
@@ -120,6 +124,8 @@ class IngressCore:
         model_prompt = prompt.scaled(model_width / source.width, model_height / source.height)
         seg = self.stages.segment(SegmentRequest(source.image_id, source.model, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
+        if remembering is not None:
+            await remembering
         timings["total"] = _ms(start)
         return Cutout(**{**cutout.__dict__, "timings_ms": {**cutout.timings_ms, **timings},
                          "source_megapixels": source.width * source.height / 1e6})
@@ -134,10 +140,6 @@ class IngressCore:
         self.recent.add(stored)  # the next click on this photo may come here before the store has it
         return stored
 
-    def _remember_later(self, source: StoredImage) -> None:
-        # Later clicks may name this photo by id alone; keeping it costs this request nothing.
-        self._in_background(self.stages.remember(source.image_id, source.full, source.model, source.alpha))
-
     async def _recall(self, image_id: str) -> StoredImage:
         stored = self.recent.get(image_id)
         if stored is not None:
@@ -150,15 +152,17 @@ class IngressCore:
         return stored
 
     @staticmethod
-    def _in_background(work: Awaitable) -> None:
+    def _in_background(work: Awaitable) -> asyncio.Task:
+        """Runs bookkeeping concurrently; its failure is logged, never the request's failure."""
         async def run():
             try:
                 await work
-            except Exception:  # bookkeeping only; the request does not depend on it
+            except Exception:
                 logger.warning("background call failed", exc_info=True)
         task = asyncio.get_running_loop().create_task(run())
-        _background_tasks.add(task)
+        _background_tasks.add(task)  # a reference, so the task is not garbage-collected mid-flight
         task.add_done_callback(_background_tasks.discard)
+        return task
 
 
 _background_tasks: set[asyncio.Task] = set()

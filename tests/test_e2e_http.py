@@ -136,3 +136,39 @@ def test_healthz_and_docs(app_url):
     assert httpx.get(app_url + "/docs", timeout=30).status_code == 200
     spec = httpx.get(app_url + "/openapi.json", timeout=30).json()
     assert {"/background-removal/remove", "/v1/cutout", "/v1/images", "/healthz"} <= set(spec["paths"])
+
+
+@pytest.fixture(scope="module")
+def short_ttl_url(serve_instance):
+    """A second app whose image store forgets photos 3 s after their last use; two ingress replicas."""
+    from ray import serve
+
+    from serve_app.app import compose
+    from serve_app.config import AppArgs
+
+    from conftest import TEST_ARGS
+
+    serve.run(compose(AppArgs(**{**TEST_ARGS, "image_ttl_s": 3.0}), {"Ingress": {"num_replicas": 2}}),
+              name="short_ttl", route_prefix="/short-ttl")
+    yield serve_instance + "/short-ttl"
+    serve.delete("short_ttl")
+
+
+def test_image_id_works_from_every_ingress_replica_then_expires(short_ttl_url):
+    import time
+
+    data = jpeg(320, 240, seed=41)
+    first = post(short_ttl_url, "/v1/cutout", files={"image": ("p.jpg", data, "image/jpeg")},
+                 data={"points": "[[160, 120]]"})
+    assert first.status_code == 200, first.text
+    image_id = first.headers["X-Image-Id"]
+    # Separate connections spread over both ingress replicas; every click right away finds the photo.
+    for click in range(6):
+        with httpx.Client(timeout=120) as fresh_connection:
+            response = fresh_connection.post(short_ttl_url + "/v1/cutout",
+                                             data={"image_id": image_id, "points": f"[[{100 + click}, 100]]"})
+        assert response.status_code == 200, response.text
+    time.sleep(5.0)  # past the 3 s TTL since the last click
+    expired = post(short_ttl_url, "/v1/cutout", data={"image_id": image_id, "points": "[[100, 100]]"})
+    assert expired.status_code == 404
+    assert expired.json()["error"]["code"] == "unknown_image_id" and "upload" in expired.json()["error"]["message"]

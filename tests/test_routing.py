@@ -36,7 +36,6 @@ async def user(client: httpx.AsyncClient, url: str, seed: int) -> list[str]:
                               data={"points": "[[160, 120]]"})
     assert first.status_code == 200, first.text
     image_id = first.headers["X-Image-Id"]
-    await asyncio.sleep(0.2)  # the image store keeps the upload in the background
     outcomes = []
     for click in range(1, CLICKS):
         response = await client.post(url + "/v1/cutout", data={
