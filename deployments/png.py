@@ -18,7 +18,7 @@ from zlib_ng import zlib_ng
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
-_MIN_PART_BYTES = 128 << 10  # below this, a thread costs more than it saves
+_MIN_PART_BYTES = 64 << 10  # below this, a thread costs more than it saves
 
 
 def _chunk(kind: bytes, payload: bytes | memoryview) -> bytes:
@@ -26,44 +26,71 @@ def _chunk(kind: bytes, payload: bytes | memoryview) -> bytes:
                      struct.pack(">I", zlib_ng.crc32(payload, zlib_ng.crc32(kind)) & 0xFFFFFFFF)))
 
 
-def _filter_up(rows: np.ndarray, above: np.ndarray | None) -> bytes:
-    """Scanlines prefixed with filter byte 2 ('Up': each byte minus the byte above). Cheap, vectorised, and
-    compresses photos about as well as Pillow's adaptive filters. The image's first row has zeros above."""
-    out = np.empty((rows.shape[0], rows.shape[1] + 1), dtype=np.uint8)
-    out[:, 0] = 2
-    np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+class Rows:
+    """Scanlines of an (H, W) or (H, W, C) uint8 array, handed out band by band."""
+
+    def __init__(self, pixels: np.ndarray):
+        if pixels.dtype != np.uint8:
+            raise ValueError("PNG rows are uint8")
+        pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+        self.height, self.width, self.channels = pixels.shape
+        self._rows = np.ascontiguousarray(pixels).reshape(self.height, -1)
+
+    def band(self, start: int, stop: int) -> np.ndarray:
+        return self._rows[start:stop]
+
+
+class CutoutRows(Rows):
+    """RGBA scanlines of a cut-out, composed band by band in the encoder's threads (no full-size RGBA copy).
+    Colour under fully transparent pixels is zeroed: nothing hidden leaks and the PNG gets smaller."""
+
+    def __init__(self, rgb: np.ndarray, alpha: np.ndarray):
+        self.height, self.width, self.channels = rgb.shape[0], rgb.shape[1], 4
+        self._rgb, self._alpha = rgb, alpha
+
+    def band(self, start: int, stop: int) -> np.ndarray:
+        alpha = self._alpha[start:stop]
+        rgba = np.empty((stop - start, self.width, 4), dtype=np.uint8)
+        np.multiply(self._rgb[start:stop], (alpha > 0)[:, :, None], out=rgba[:, :, :3])
+        rgba[:, :, 3] = alpha
+        return rgba.reshape(stop - start, -1)
+
+
+def _encode_band(rows: Rows, start: int, stop: int, level: int) -> tuple[np.ndarray, bytes]:
+    """Filters and deflates one band (in a worker thread: numpy and zlib-ng release the GIL). Filter 2, 'Up'
+    (each byte minus the byte above), is cheap, vectorised, and compresses photos about as well as Pillow's
+    adaptive filters; the image's first row has zeros above."""
+    band = rows.band(max(start - 1, 0), stop)
+    above, band = (band[0], band[1:]) if start else (None, band)
+    raw = np.empty((band.shape[0], band.shape[1] + 1), dtype=np.uint8)
+    raw[:, 0] = 2
+    np.subtract(band[1:], band[:-1], out=raw[1:, 1:])
     if above is None:
-        out[0, 1:] = rows[0]
+        raw[0, 1:] = band[0]
     else:
-        np.subtract(rows[0], above, out=out[0, 1:])
-    return out.tobytes()
-
-
-def _encode_part(rows: np.ndarray, above: np.ndarray | None, level: int, last: bool) -> tuple[bytes, bytes]:
-    """Filters and deflates one band of rows (in a worker thread: numpy and zlib-ng release the GIL)."""
-    raw = _filter_up(rows, above)
-    compressor = zlib_ng.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: the zlib frame is ours
+        np.subtract(band[0], above, out=raw[0, 1:])
+    # Raw deflate (the zlib frame is ours) with the run-length strategy: after the Up filter a photo's bytes
+    # have few long-distance matches, and only looking for runs gave the default strategy's size at level 2
+    # in 60% of its time (12 MP cut-out: 23.7 MB in 524 ms against 23.8 MB in 880 ms, one core).
+    compressor = zlib_ng.compressobj(level, zlib.DEFLATED, -15, 8, zlib_ng.Z_RLE)
+    last = stop == rows.height
     return raw, compressor.compress(raw) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def encode_png(pixels: np.ndarray, level: int = 2, executor: Executor | None = None, parts: int = 1) -> bytes:
-    """Encodes an (H, W), (H, W, 1..4) uint8 array as an 8-bit PNG."""
-    if pixels.dtype != np.uint8:
-        raise ValueError("encode_png takes uint8 pixels")
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    height, width, channels = pixels.shape
-    rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
-
-    parts = max(1, min(parts, rows.nbytes // _MIN_PART_BYTES, height)) if executor is not None else 1
+def encode_png(pixels: np.ndarray | Rows, level: int = 2, executor: Executor | None = None, parts: int = 1) -> bytes:
+    """Encodes an (H, W) or (H, W, 1..4) uint8 array, or a Rows source, as an 8-bit PNG."""
+    rows = pixels if isinstance(pixels, Rows) else Rows(pixels)
+    height, width, channels = rows.height, rows.width, rows.channels
+    raw_bytes = height * (width * channels + 1)
+    parts = max(1, min(parts, raw_bytes // _MIN_PART_BYTES, height)) if executor is not None else 1
     edges = np.linspace(0, height, parts + 1).astype(int)
-    jobs = [(rows[a:b], rows[a - 1] if a else None, level, b == height) for a, b in zip(edges[:-1], edges[1:])]
+    jobs = [(rows, int(a), int(b), level) for a, b in zip(edges[:-1], edges[1:])]
     if len(jobs) > 1:
-        encoded = list(executor.map(lambda job: _encode_part(*job), jobs))
+        encoded = list(executor.map(lambda job: _encode_band(*job), jobs))
     else:
-        encoded = [_encode_part(*jobs[0])]
+        encoded = [_encode_band(*jobs[0])]
 
-    checksum = 1  # Adler-32 of the whole filtered stream, chained over the parts
+    checksum = 1  # Adler-32 of the whole filtered stream, chained over the bands
     for raw, _ in encoded:
         checksum = zlib_ng.adler32(raw, checksum)
     header = bytes((0x78, 0x01))  # zlib header: deflate, 32 KiB window; the level hint is informative only

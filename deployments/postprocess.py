@@ -22,7 +22,7 @@ from serve_app.config import PostprocessConfig
 
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
-from .png import encode_png
+from .png import CutoutRows, encode_png
 from .refine import refine_alpha
 
 
@@ -123,14 +123,17 @@ class Postprocessor:
         if options.crop and (box := subject_box(alpha, options.crop_margin)) is not None:
             x0, y0, x1, y1 = box
             rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-        pixels = alpha if options.mask_only else compose(rgb, alpha, options.background)
         encode_start = time.perf_counter()
-        data = self.encode(pixels, options)
+        if options.format == "png" and not options.mask_only and options.background is None:
+            # The default cut-out: composed band by band inside the parallel PNG writer.
+            data = encode_png(CutoutRows(rgb, alpha), self.config.png_level, self._pool, parts=self.threads)
+        else:
+            data = self.encode(alpha if options.mask_only else compose(rgb, alpha, options.background), options)
         timings = {**seg.timings_ms, **refine_ms, "upsample": round(upsample_ms, 2),
                    "output": round((time.perf_counter() - encode_start) * 1000, 2),
                    "postprocess": round((time.perf_counter() - start) * 1000, 2)}
-        return Cutout(data=data, media_type=MEDIA_TYPES_BY_FORMAT[options.format], width=pixels.shape[1],
-                      height=pixels.shape[0], score=float(seg.scores[index]), image_id=seg.image_id,
+        return Cutout(data=data, media_type=MEDIA_TYPES_BY_FORMAT[options.format], width=alpha.shape[1],
+                      height=alpha.shape[0], score=float(seg.scores[index]), image_id=seg.image_id,
                       cache_hit=seg.cache_hit, timings_ms=timings)
 
     def encode(self, pixels: np.ndarray, options: OutputOptions) -> bytes:

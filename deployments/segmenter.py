@@ -64,6 +64,8 @@ class Segmenter:
         # device: the uint8 image is uploaded once and resized / normalised there.
         self._resize_normalize = SAM2Transforms(resolution=size, mask_threshold=0.0).transforms
         self._feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
+        with torch.inference_mode():  # depends on the weights only: computed once, not on every click
+            self._dense_pe = self.model.sam_prompt_encoder.get_dense_pe()
         # CUDA graphs of the encoder, one per batch size up to 2 (what max_ongoing_requests=2 lets a batch hold).
         self._graphs: dict[int, tuple] = {}
         self.graph_capture_ms = 0.0
@@ -102,7 +104,7 @@ class Segmenter:
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
             logits, scores, _, _ = self.model.sam_mask_decoder(
                 image_embeddings=embedding.image_embed.float(),
-                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                image_pe=self._dense_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=prompt.multimask,

@@ -59,7 +59,7 @@ class ImageStoreConfig(_Frozen):
 
 class PostprocessConfig(_Frozen):
     threads: int = 0  # 0: all cores
-    png_level: int = 2  # zlib-ng level 1 is a special fast mode with ~50% larger files; 2 is the knee
+    png_level: int = 2  # zlib-ng level with the RLE strategy (deployments/png.py): 1 and 2 cost about the same
 
 
 class AppArgs(BaseModel):

@@ -149,3 +149,16 @@ def test_render_respects_the_uploads_own_transparency():
     cutout = Postprocessor().render(_seg(disc_logits()[None], [0.8]), rgb, source_alpha=source_alpha)
     alpha = np.asarray(Image.open(io.BytesIO(cutout.data)))[..., 3]
     assert alpha[:, :160].max() == 0 and alpha[120, 200] == 255
+
+
+def test_cutout_rows_png_equals_the_composed_rgba():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deployments.png import CutoutRows
+
+    rgb = photo(333, 211, seed=8)
+    alpha = np.random.default_rng(3).integers(0, 256, size=(211, 333), dtype=np.uint8)
+    alpha[:, :100] = 0
+    with ThreadPoolExecutor(3) as pool:
+        data = encode_png(CutoutRows(rgb, alpha), level=1, executor=pool, parts=3)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), compose(rgb, alpha, None))
