@@ -211,6 +211,9 @@ def as_api_error(exc: BaseException) -> errors.ApiError | None:
     if isinstance(exc, ObjectLostError):  # OwnerDiedError among them
         return errors.ApiError(404, "unknown_image_id", "the stored image is no longer available (it expired, "
                                "was evicted, or was lost in a restart); upload it again")
+    if exc.__cause__ is not None and exc.__cause__ is not exc:
+        # Serve wraps an upstream replica's death in a RayServeException whose cause is the ActorDiedError.
+        return as_api_error(exc.__cause__)
     return None
 
 

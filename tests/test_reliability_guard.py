@@ -234,3 +234,24 @@ def test_guard_in_a_serve_replica_reads_the_replicas_config():
     assert guard.config == GuardConfig()  # not yet known: defaults, not cached
     found.append(Replica.guard_config)
     assert guard.config.max_body_bytes == 5
+
+
+def test_downstream_failures_map_to_retryable_503s():
+    """What the ingress can get back from a stage: its refusals pass through; a dead or overloaded replica is a
+    503 with Retry-After (also when Serve wraps an upstream death); anything else stays a fault (500)."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, RayServeException
+
+    from deployments.ingress import as_api_error
+
+    refusal = errors.invalid_prompt("point_outside_image", "x")
+    assert as_api_error(refusal) is refusal
+    wrapped = RayTaskError("segment", "traceback", refusal)
+    assert as_api_error(wrapped) is refusal
+    upstream = RayServeException("Request to deployment 'Postprocess' failed because an upstream actor died")
+    upstream.__cause__ = ActorDiedError()
+    for exc in (ActorDiedError(), upstream, BackPressureError(num_queued_requests=3, max_queued_requests=2)):
+        error = as_api_error(exc)
+        assert error is not None and error.status == 503 and error.headers["Retry-After"], exc
+    assert as_api_error(ValueError("a bug")) is None
+    assert as_api_error(RayServeException("something else")) is None
