@@ -46,3 +46,13 @@ def app_url(serve_instance):
 
     serve.run(compose(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
     return serve_instance
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suite's counts (tests/reliability.py), shown even when pytest captures output."""
+    from reliability import REPORT
+
+    if REPORT:
+        terminalreporter.section("reliability report")
+        for line in REPORT:
+            terminalreporter.write_line(line)
