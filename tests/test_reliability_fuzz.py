@@ -61,5 +61,6 @@ def test_report_fuzz(api_schema):
         by_mode[mode] += n
     operations = sorted({op for op, _, _ in SEEN})
     report("fuzz", f"schemathesis: {total} generated requests over {len(operations)} operations "
-                   f"({', '.join(operations)}); by mode {dict(by_mode)}; status codes {dict(sorted(by_status.items()))}; "
+                   f"({', '.join(operations)}); by mode {dict(by_mode)}; "
+                   f"status codes {dict(sorted(by_status.items()))}; "
                    f"5xx: {sum(n for s, n in by_status.items() if s >= 500)}")

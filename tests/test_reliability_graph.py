@@ -31,6 +31,7 @@ KEY = "test-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ORIGIN = "https://editor.example"
 SIZES = [(200, 150), (160, 120), (240, 180), (180, 135)]  # small: the soak measures leaks, not the model
+BIG: list = []
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,12 @@ def rel(serve_instance):
                               headers=AUTH, timeout=120)
         assert response.status_code == 200, response.text
         ids.append((response.json()["image_id"], w, h))
+    # A 7 MP photo keeps the postprocess replica busy for a while per click (upsampling, PNG), so that killing it
+    # mid-traffic is likely to catch a render in flight.
+    big = httpx.post(url + "/v1/images", files={"image": ("big.jpg", jpeg(3072, 2304, seed=49), "image/jpeg")},
+                     headers=AUTH, timeout=120)
+    assert big.status_code == 200, big.text
+    BIG.append((big.json()["image_id"], 3072, 2304))
     yield url, ids
     serve.delete(APP)
 
@@ -238,8 +245,9 @@ class BackgroundLoad:
         return min(ends) if ends else None
 
 
-def kill_replica_mid_traffic(rel, deployment: str) -> None:
-    url, ids = rel
+def kill_replica_mid_traffic(rel, deployment: str, ids=None) -> None:
+    url, small = rel
+    ids = ids or small
     [victim] = replica_processes(APP, deployment)
     with BackgroundLoad(url, ids) as load:
         wait_until(lambda: sum(1 for *_, s in load.outcomes if s == 200) >= 8, 120, what="traffic to flow")
@@ -260,7 +268,7 @@ def kill_replica_mid_traffic(rel, deployment: str) -> None:
 
 
 def test_killed_postprocess_replica_is_replaced_and_requests_get_answers(rel):
-    kill_replica_mid_traffic(rel, "Postprocess")
+    kill_replica_mid_traffic(rel, "Postprocess", ids=BIG)
 
 
 def test_killed_segmenter_replica_is_replaced_and_requests_get_answers(rel):

@@ -78,7 +78,8 @@ CASES = {
     # -- not an image, damaged, too large ----------------------------------------------------------------------
     "pdf renamed .jpg": ("/v1/cutout", *image_case(b"%PDF-1.7\n1 0 obj <<>> endobj\n", 415, "unsupported_media_type")),
     "random bytes": ("/v1/cutout", *image_case(bytes(range(256)) * 40, 415, "unsupported_media_type")),
-    "svg text": ("/v1/cutout", *image_case(b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415, "unsupported_media_type")),
+    "svg text": ("/v1/cutout", *image_case(b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415,
+                                           "unsupported_media_type")),
     "eps (would run Ghostscript)": ("/v1/cutout", *image_case(eps(), 415, "unsupported_media_type")),
     "ico (format not accepted)": ("/v1/cutout", *image_case(save(Image.new("RGB", (32, 32)), "ICO"), 415,
                                                            "unsupported_media_type")),
@@ -106,7 +107,8 @@ CASES = {
                                        "malformed_request"),
     "points sent as a file": ("/v1/cutout", {"files": {**file(JPEG), "points": ("p.json", b"[[1, 1]]", "text/plain")}},
                               400, "malformed_request"),
-    "2 MB text field": ("/v1/cutout", {"files": file(JPEG), "data": {"points": "[" * 2_000_000}}, 413, "field_too_large"),
+    "2 MB text field": ("/v1/cutout", {"files": file(JPEG), "data": {"points": "[" * 2_000_000}}, 413,
+                        "field_too_large"),
     "multipart without boundary": ("/v1/cutout", {"content": b"--x\r\n\r\n", "headers": {
         "content-type": "multipart/form-data"}}, 400, "malformed_request"),
     "form without image": ("/v1/cutout", {"data": {"points": "[[1, 1]]"}}, 400, "missing_image"),
@@ -229,6 +231,16 @@ def test_every_pillow_mode_decodes_to_rgb8(mode):
             continue
         decoded = decode(data, IngressLimits())
         assert decoded.rgb.shape == (16, 24, 3), (mode, fmt)
+
+
+def test_multi_frame_files_give_their_first_frame():
+    first = photo(W, H, seed=0)
+    for data in (multipage_tiff(), animated_gif()):
+        decoded = decode(data, IngressLimits())
+        reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))  # Pillow opens on frame 0
+        assert np.array_equal(decoded.rgb, reference)
+    assert np.array_equal(decode(multipage_tiff(), IngressLimits()).rgb, first)  # TIFF is lossless: page 0 itself
+    assert decode(animated_gif(), IngressLimits()).rgb[0, 0].tolist() == [200, 30, 30]  # the red frame, not blue
 
 
 def test_no_damaged_file_makes_the_decoder_raise_anything_but_a_4xx():
