@@ -29,6 +29,9 @@ def run():
     loop = asyncio.new_event_loop()
     yield loop.run_until_complete
     loop.close()
+    # Drop that queue again: the class is pickled by value when a later test deploys it, and a queue holding
+    # futures of a closed loop cannot be pickled.
+    SegmenterDeployment.func_or_class._encode_batch._get_max_batch_size.__self__._queue = None
 
 
 @pytest.fixture
