@@ -84,6 +84,11 @@ class ImageStoreDeployment:
         self.metrics = ImageStoreMetrics()
 
     def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None) -> bool:
+        # The id is a content hash: a repeat upload holds the same pixels. Keeping the record (its time to live
+        # renewed) rather than replacing it also keeps its objects alive: clicks in flight may hold references
+        # to them, which Ray's reference counting does not see through Serve responses.
+        if self.store.get(image_id) is not None:
+            return True
         full_ref = ImageRef.put(full)
         # Small images are their own model copy: one object serves both.
         model_ref = full_ref if model.shape == full.shape else ImageRef.put(model)

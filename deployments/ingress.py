@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Awaitable, Literal, Protocol
 
-from fastapi import FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,8 +23,9 @@ from ray.serve.handle import DeploymentHandle
 
 import serve_app
 from serve_app import errors
-from serve_app.config import IngressLimits
+from serve_app.config import GuardConfig, IngressLimits
 
+from . import http_guard
 from .imaging import DecodedImage, decode
 from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
 from .metrics import IngressMetrics
@@ -202,7 +203,9 @@ http_app = FastAPI(
     title="background-remover",
     version="0.1.0",
     description="Click on an object in a photo, get it back on a transparent background (SAM 2.1 on Ray Serve).",
+    dependencies=[Depends(http_guard.reject_repeated_fields)],
 )
+http_guard.install(http_app)  # API keys, CORS, size limits, overload gate, deadline; JSON for Starlette's errors
 
 
 class ErrorDetail(BaseModel):
@@ -226,8 +229,9 @@ http_app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in [
-    (400, "malformed fields"), (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"),
-    (415, "not an image"), (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
+    (400, "malformed fields"), (401, "API key missing or wrong (when keys are configured)"),
+    (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"), (415, "not an image"),
+    (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
 _IMAGE_RESPONSE = {200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
                          "description": "the cut-out"}}
 
@@ -251,23 +255,26 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 def as_api_error(exc: BaseException) -> errors.ApiError | None:
     """Maps what a downstream call can raise onto the client-facing error, or None if it is a real fault."""
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, OwnerDiedError, RayTaskError
-    from ray.serve.exceptions import BackPressureError, RayServeException
+    from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    if isinstance(exc, RayServeException) and isinstance(exc.__cause__, (ActorDiedError, ActorUnavailableError)):
-        exc = exc.__cause__  # Serve's wrapper: the segmenter whose answer the postprocess awaited has died
     if isinstance(exc, errors.ApiError):
         return exc
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, errors.ApiError):
         return exc.cause
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException) and exc.cause is not exc:
+        return as_api_error(exc.cause)  # e.g. a replica that died while this one waited on it
     if isinstance(exc, BackPressureError):
         return errors.overloaded()
-    if isinstance(exc, (ActorDiedError, ActorUnavailableError)):
+    if isinstance(exc, (RayActorError, DeploymentUnavailableError)):
         return errors.ApiError(503, "replica_unavailable", "a worker of the service restarted while handling "
                                "this request; retry it", headers={"Retry-After": "1"})
-    if isinstance(exc, OwnerDiedError):
-        return errors.ApiError(404, "unknown_image_id", "the stored image was lost when a replica restarted; "
-                               "upload it again")
+    if isinstance(exc, ObjectLostError):  # OwnerDiedError among them
+        return errors.ApiError(404, "unknown_image_id", "the stored image is no longer available (it expired, "
+                               "was evicted, or was lost in a restart); upload it again")
+    if exc.__cause__ is not None and exc.__cause__ is not exc:
+        # Serve wraps an upstream replica's death in a RayServeException whose cause is the ActorDiedError.
+        return as_api_error(exc.__cause__)
     return None
 
 
@@ -292,12 +299,16 @@ async def _read_upload(upload: UploadFile | None, limits: IngressLimits) -> byte
     return data
 
 
-@serve.deployment(name="Ingress", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+# max_queued_requests: past it the HTTP proxy itself answers 503 + Retry-After (the guard's own JSON 503 at
+# max_inflight usually comes first).
+@serve.deployment(name="Ingress", max_ongoing_requests=64, max_queued_requests=256,
+                  backpressure_config={"retry_after_s": 1}, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(http_app)
 class Ingress:
     def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
-                 limits: IngressLimits):
+                 limits: IngressLimits, guard: GuardConfig = GuardConfig()):
         self._segmenter = segmenter
+        self.guard_config = guard  # read by http_guard.RequestGuard
         self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
         self.metrics = IngressMetrics()
 

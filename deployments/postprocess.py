@@ -148,7 +148,8 @@ class Postprocessor:
         return buffer.getvalue()
 
 
-@serve.deployment(name="Postprocess", max_ongoing_requests=4, ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="Postprocess", max_ongoing_requests=4, max_queued_requests=64,
+                  ray_actor_options={"num_cpus": 0.5})
 class PostprocessDeployment:
     def __init__(self, config: PostprocessConfig):
         self.postprocessor = Postprocessor(config)

@@ -19,8 +19,11 @@ def _load(field: str, value: Any) -> Any:
     if isinstance(value, (str, bytes)):
         try:
             return json.loads(value)
-        except ValueError as exc:
-            raise errors.bad_request("malformed_json", f"`{field}` is not valid JSON ({exc.msg}); "
+        except (ValueError, RecursionError) as exc:  # also "[[[[..." nested too deep, an int of 4300+ digits
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
+            if isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            raise errors.bad_request("malformed_json", f"`{field}` is not valid JSON ({reason}); "
                                      f"send e.g. {_EXAMPLES[field]}") from exc
     if isinstance(value, np.ndarray):
         return value.tolist()

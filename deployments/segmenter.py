@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from ray import serve
 
+from serve_app import errors
 from serve_app.config import SegmenterConfig
 
 from .embedding_cache import EmbeddingCache
@@ -72,6 +73,9 @@ class Segmenter:
         if config.cuda_graphs and self.device.type == "cuda":
             for batch_size in range(1, min(2, config.max_batch_size) + 1):
                 self._capture_encoder_graph(batch_size)
+        # Set once the model has produced non-finite numbers: check() then fails and Serve replaces the replica.
+        self.fault: str | None = None
+        self._probe = self._probe_embedding()
 
     # -- public surface ---------------------------------------------------------------------------------------
 
@@ -86,6 +90,8 @@ class Segmenter:
                 feats = [t.clone() for t in static_output]  # the next replay overwrites them
             else:
                 feats = self._encode_tensor(batch)
+            if not all(bool(torch.isfinite(level).all()) for level in feats):
+                raise self._model_fault("the image encoder returned non-finite values")
             embeddings = []
             for i, image in enumerate(images):
                 per_image = [self._for_cache(level[i:i + 1]) for level in feats]
@@ -113,7 +119,11 @@ class Segmenter:
             )
             # FP16 on the wire when the model ran in FP16: half the bytes, the same masks.
             out_dtype = torch.float16 if self.autocast_dtype is not None else torch.float32
-            return logits[0].to(out_dtype).cpu().numpy(), scores[0].float().cpu().numpy()
+            logits = logits[0].clamp(-6e4, 6e4).to(out_dtype)  # inside FP16's range, so never infinite
+            logits, scores = logits.cpu().numpy(), scores[0].float().cpu().numpy()
+        if not (np.isfinite(scores).all() and np.isfinite(logits).all()):
+            raise self._model_fault("the mask decoder returned non-finite values")
+        return logits, scores
 
     def segment(self, image_id: str, image: np.ndarray | None, prompt: Prompt) -> SegmentResult:
         """Synchronous cache-aware path for in-process use; the Ray shell splits it to batch and coalesce."""
@@ -163,10 +173,19 @@ class Segmenter:
         return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
 
     def check(self) -> None:
-        """Raises if the device can no longer run work (e.g. a broken CUDA context)."""
+        """Raises if this replica can no longer serve: a broken CUDA context, or a model that cannot run (the
+        mask decoder is probed on a fixed embedding: milliseconds, unlike an encoder pass)."""
+        if self.fault:
+            raise RuntimeError(self.fault)
         probe = torch.ones(8, device=self.device)
         if float((probe * 2).sum().item()) != 16.0:
             raise RuntimeError(f"device {self.device} returned a wrong result")
+        try:
+            self.predict(self._probe, self._probe_prompt)
+        except errors.ApiError:  # the client-facing form of a model fault; Serve's log wants the reason
+            raise RuntimeError(self.fault) from None
+
+    _probe_prompt = Prompt(points=np.array([[512.0, 512.0]], np.float32), labels=np.array([1], np.int32))
 
     # -- private helpers --------------------------------------------------------------------------------------
 
@@ -208,6 +227,23 @@ class Segmenter:
         logger.info("image encoder (batch %d) captured as a CUDA graph; %.0f ms of capture in all",
                     batch_size, self.graph_capture_ms)
 
+    def _model_fault(self, reason: str) -> errors.ApiError:
+        logger.error("model fault: %s; the health check will now fail so that Serve replaces this replica", reason)
+        self.fault = reason
+        return errors.ApiError(503, "model_fault", "the model failed on this server; the request was not "
+                               "served, retry it", headers={"Retry-After": "2"})
+
+    def _probe_embedding(self) -> Embedding:
+        """A constant embedding with the encoder's shapes, for check()'s decoder probe."""
+        decoder = self.model.sam_mask_decoder
+        dtype = self.cache_dtype or torch.float32
+        channels = [decoder.conv_s0.out_channels, decoder.conv_s1.out_channels, decoder.transformer_dim] \
+            if decoder.use_high_res_features else [decoder.transformer_dim]
+        sizes = self._feat_sizes[-len(channels):]
+        levels = [torch.full((1, c, h, w), 0.01, dtype=dtype, device=self.device) for c, (h, w) in zip(channels, sizes)]
+        size = self.model.image_size
+        return Embedding(levels[-1], tuple(levels[:-1]), (size, size))
+
     def _autocast(self):
         # No autocast weight cache: it would hold tensors across CUDA graph capture and replays.
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -242,7 +278,42 @@ class Segmenter:
         return (torch.cat(coords) / size * self.model.image_size)[None], torch.cat(labels)[None]
 
 
-@serve.deployment(name="Segmenter", max_ongoing_requests=2, ray_actor_options={"num_cpus": 1},
+# max_queued_requests: per caller (each ingress replica); past it the caller gets BackPressureError -> 503.
+def gpu_out_of_memory() -> errors.ApiError:
+    return errors.ApiError(503, "gpu_out_of_memory", "the GPU is out of memory for this image right now; retry "
+                           "after the number of seconds in the Retry-After header", headers={"Retry-After": "2"})
+
+
+def _release_gpu_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def encode_in_parts(encode, images: list[np.ndarray]) -> list[Embedding | errors.ApiError]:
+    """``encode(images)``; on a CUDA out-of-memory error the batch is retried in halves, down to single images,
+    and an image that does not fit even alone gets an error answer: the replica lives on either way."""
+    try:
+        return encode(images)
+    except torch.cuda.OutOfMemoryError:
+        logger.warning("CUDA out of memory encoding a batch of %d; retrying smaller", len(images))
+    # Outside the except block, so that the failed attempt's tensors (held by its traceback) can be freed.
+    _release_gpu_memory()
+    if len(images) == 1:
+        return [gpu_out_of_memory()]
+    half = len(images) // 2
+    return encode_in_parts(encode, images[:half]) + encode_in_parts(encode, images[half:])
+
+
+def predict_or_error(predict, embedding: Embedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return predict(embedding, prompt)
+    except torch.cuda.OutOfMemoryError:
+        logger.warning("CUDA out of memory in the mask decoder")
+    _release_gpu_memory()
+    raise gpu_out_of_memory()
+
+
+@serve.deployment(name="Segmenter", max_ongoing_requests=2, max_queued_requests=32, ray_actor_options={"num_cpus": 1},
                   health_check_period_s=10, health_check_timeout_s=30)
 class SegmenterDeployment:
     def __init__(self, config: SegmenterConfig):
@@ -258,7 +329,8 @@ class SegmenterDeployment:
         start = time.perf_counter()
         embedding, hit, timings = await self._embedding(request.image_id, request.image)
         decode_start = time.perf_counter()
-        logits, scores = await self._on_model_thread(self.segmenter.predict, embedding, request.prompt)
+        logits, scores = await self._on_model_thread(predict_or_error, self.segmenter.predict, embedding,
+                                                     request.prompt)
         timings["mask"] = _elapsed_ms(decode_start)
         timings["segment"] = _elapsed_ms(start)
         self.metrics.request(hit, timings, self.segmenter.cache.stats(), self.segmenter.gpu_memory_bytes())
@@ -277,8 +349,10 @@ class SegmenterDeployment:
                 "model": self.segmenter.config.model, "cuda_graphs": sorted(self.segmenter._graphs),
                 "graph_capture_ms": self.segmenter.graph_capture_ms}
 
-    def check_health(self) -> None:
-        self.segmenter.check()
+    async def check_health(self) -> None:
+        # On the model thread: a probe queued behind a long batch is fine (health_check_timeout_s), a hung
+        # device fails it by timing out, and the model is never used by two threads at once.
+        await self._on_model_thread(self.segmenter.check)
 
     async def _embedding(self, image_id: str, image: ImageRef) -> tuple[Embedding, bool, dict]:
         embedding = self.segmenter.cache.get(image_id)
@@ -295,6 +369,8 @@ class SegmenterDeployment:
             fetch_ms = _elapsed_ms(fetch_start)
             encode_start = time.perf_counter()
             embedding = await self._encode_batch(pixels)
+            if isinstance(embedding, BaseException):  # this image alone did not fit in GPU memory
+                raise embedding
             self.segmenter.cache.put(image_id, embedding)
             future.set_result(embedding)
             return embedding, False, {"fetch": fetch_ms, "embed": _elapsed_ms(encode_start)}
@@ -306,9 +382,9 @@ class SegmenterDeployment:
             self._pending.pop(image_id, None)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.0)
-    async def _encode_batch(self, images: list[np.ndarray]) -> list[Embedding]:
+    async def _encode_batch(self, images: list[np.ndarray]) -> list[Embedding | errors.ApiError]:
         self.metrics.batch_size.observe(len(images))
-        return await self._on_model_thread(self.segmenter.encode, images)
+        return await self._on_model_thread(encode_in_parts, self.segmenter.encode, images)
 
     async def _on_model_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)

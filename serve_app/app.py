@@ -44,4 +44,4 @@ def compose(args: AppArgs | dict, deployment_options: dict[str, dict] | None = N
     image_store = ImageStoreDeployment.options(**extra.get("ImageStore", {}))
     ingress = Ingress.options(**extra.get("Ingress", {}))
     return ingress.bind(segmenter.bind(args.segmenter()), postprocess.bind(args.postprocess()),
-                        image_store.bind(args.image_store()), args.limits())
+                        image_store.bind(args.image_store()), args.limits(), args.guard())

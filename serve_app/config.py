@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Literal
 
@@ -17,6 +18,8 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 MiB = 1 << 20
 ENV_OVERRIDES = {"BGREMOVE_MODEL": "model", "BGREMOVE_CHECKPOINT": "checkpoint", "BGREMOVE_DEVICE": "device"}
+# Comma-separated lists. Secrets belong in the environment rather than in a config file that `serve config` shows.
+ENV_LIST_OVERRIDES = {"BGREMOVE_API_KEYS": "api_keys", "BGREMOVE_CORS_ORIGINS": "cors_origins"}
 
 
 class _Frozen(BaseModel):
@@ -50,6 +53,17 @@ class IngressLimits(_Frozen):
     model_side: int = 1024
     # How long an ingress replica trusts its own memory of an image record before asking the store again.
     recent_image_s: float = 10.0
+
+
+class GuardConfig(_Frozen):
+    """The HTTP front door's access and overload rules (deployments/http_guard.py)."""
+
+    # SHA-256 hex digests of the accepted API keys; empty: no key needed. Only digests travel to the replicas.
+    api_key_sha256: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS headers, browsers keep other sites' pages out
+    max_body_bytes: int = 31 * 1000 * 1000  # the whole request: the image limit plus room for the form fields
+    request_timeout_s: float = 50.0  # then 503 + Retry-After; keep below the proxy's request_timeout_s
+    max_inflight: int = 48  # API requests per ingress replica; keep below the Ingress max_ongoing_requests
 
 
 class ImageStoreConfig(_Frozen):
@@ -86,10 +100,18 @@ class AppArgs(BaseModel):
     max_points: int = 64
     image_ttl_s: float = 30 * 60
     image_store_mb: int = 2048
+    api_keys: list[str] = Field(default_factory=list, description="accepted `Authorization: Bearer` keys; "
+                                "empty: open (also BGREMOVE_API_KEYS, comma-separated)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a "
+                                    "browser; empty: CORS off (also BGREMOVE_CORS_ORIGINS)")
+    request_timeout_s: float = Field(50.0, gt=0, description="an API request still unanswered then gets 503")
+    max_inflight_requests: int = Field(48, ge=1, description="API requests per ingress replica before 503")
 
     def with_env(self, environ: dict[str, str] | None = None) -> "AppArgs":
         environ = os.environ if environ is None else environ
         updates = {field: environ[var] for var, field in ENV_OVERRIDES.items() if environ.get(var)}
+        updates.update({field: [item.strip() for item in environ[var].split(",") if item.strip()]
+                        for var, field in ENV_LIST_OVERRIDES.items() if environ.get(var, "").strip()})
         return self.model_validate({**self.model_dump(), **updates}) if updates else self
 
     def segmenter(self) -> SegmenterConfig:
@@ -111,3 +133,12 @@ class AppArgs(BaseModel):
 
     def postprocess(self) -> PostprocessConfig:
         return PostprocessConfig(threads=self.postprocess_threads, png_level=self.png_level)
+
+    def guard(self) -> GuardConfig:
+        keys = [key.strip() for key in self.api_keys if key.strip()]
+        return GuardConfig(
+            api_key_sha256=tuple(hashlib.sha256(key.encode()).hexdigest() for key in keys),
+            cors_origins=tuple(origin.strip() for origin in self.cors_origins if origin.strip()),
+            max_body_bytes=int(self.max_upload_mb * 1000 * 1000) + 1_000_000,
+            request_timeout_s=self.request_timeout_s, max_inflight=self.max_inflight_requests,
+        )

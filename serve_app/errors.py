@@ -41,7 +41,7 @@ def invalid_prompt(code: str, message: str) -> ApiError:
 
 def unknown_image(image_id: str) -> ApiError:
     return ApiError(404, "unknown_image_id",
-                    f"image_id {image_id!r} is unknown or has expired; upload the image again "
+                    f"image_id {image_id[:64]!r} is unknown or has expired; upload the image again "
                     "(POST /v1/images, or send it as `image` with this request)")
 
 

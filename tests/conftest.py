@@ -65,3 +65,13 @@ def app_url(serve_instance):
 def metrics_url(serve_instance) -> str:
     """Ray's Prometheus endpoint on this node."""
     return ray_serve_urls["metrics"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suite's counts (tests/reliability.py), shown even when pytest captures output."""
+    from reliability import REPORT
+
+    if REPORT:
+        terminalreporter.section("reliability report")
+        for line in REPORT:
+            terminalreporter.write_line(line)
