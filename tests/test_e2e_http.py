@@ -140,7 +140,7 @@ def test_healthz_and_docs(app_url):
 
 @pytest.fixture(scope="module")
 def short_ttl_url(serve_instance):
-    """A second app whose image store forgets photos 3 s after their last use; two ingress replicas."""
+    """A second app whose image store forgets photos 8 s after their last use; two ingress replicas."""
     from ray import serve
 
     from serve_app.app import compose
@@ -148,7 +148,7 @@ def short_ttl_url(serve_instance):
 
     from conftest import TEST_ARGS
 
-    serve.run(compose(AppArgs(**{**TEST_ARGS, "image_ttl_s": 3.0}), {"Ingress": {"num_replicas": 2}}),
+    serve.run(compose(AppArgs(**{**TEST_ARGS, "image_ttl_s": 8.0}), {"Ingress": {"num_replicas": 2}}),
               name="short_ttl", route_prefix="/short-ttl")
     yield serve_instance + "/short-ttl"
     serve.delete("short_ttl")
@@ -168,7 +168,7 @@ def test_image_id_works_from_every_ingress_replica_then_expires(short_ttl_url):
             response = fresh_connection.post(short_ttl_url + "/v1/cutout",
                                              data={"image_id": image_id, "points": f"[[{100 + click}, 100]]"})
         assert response.status_code == 200, response.text
-    time.sleep(5.0)  # past the 3 s TTL since the last click
+    time.sleep(10.0)  # past the 8 s TTL since the last click
     expired = post(short_ttl_url, "/v1/cutout", data={"image_id": image_id, "points": "[[100, 100]]"})
     assert expired.status_code == 404
     assert expired.json()["error"]["code"] == "unknown_image_id" and "upload" in expired.json()["error"]["message"]

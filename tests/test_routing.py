@@ -23,7 +23,8 @@ def routing_url(serve_instance):
 
     from conftest import TEST_ARGS
 
-    args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": 1024})
+    # Twenty people's first clicks queue on two CPU replicas (seconds each): allow for it in the deadline.
+    args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": 1024, "request_timeout_s": 600})
     serve.run(compose(args, {"Segmenter": {"num_replicas": 2}}), name="routing", route_prefix="/routing")
     yield serve_instance + "/routing"
     serve.delete("routing")
@@ -47,8 +48,14 @@ async def user(client: httpx.AsyncClient, url: str, seed: int) -> list[str]:
 
 def test_repeat_clicks_hit_the_replica_holding_the_embedding(routing_url):
     async def main():
+        at_once = asyncio.Semaphore(8)  # 8 people clicking at the same time, 20 in all
+
+        async def one(client, seed):
+            async with at_once:
+                return await user(client, routing_url, seed)
+
         async with httpx.AsyncClient(timeout=600) as client:
-            return await asyncio.gather(*(user(client, routing_url, seed) for seed in range(USERS)))
+            return await asyncio.gather(*(one(client, seed) for seed in range(USERS)))
 
     outcomes = [o for per_user in asyncio.run(main()) for o in per_user]
     rate = outcomes.count("hit") / len(outcomes)
