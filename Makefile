@@ -33,5 +33,8 @@ serve: $(STAMP)
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/bgremove bench --model tiny
+
 clean:
 	rm -rf $(VENV) .pytest_cache
