@@ -142,9 +142,10 @@ class IngressCore:
         return stored
 
     async def _recall(self, image_id: str) -> StoredImage:
+        # A record this replica fetched (and so renewed in the store) less than fresh_s ago needs no store call:
+        # the store's TTL (at least 4x fresh_s) then counts from at most fresh_s before the latest click.
         stored = self.recent.get(image_id)
         if stored is not None:
-            self._in_background(self.stages.recall(image_id))  # renews the store's TTL off the hot path
             return stored
         stored = await self.stages.recall(image_id)
         if stored is None:

@@ -1,4 +1,11 @@
-"""A PNG writer built for large cut-outs: vectorised 'Up' filter, parallel zlib-ng deflate.
+"""PNG writers for cut-outs: fpng for speed (the default), and our own zlib-ng writer for smaller files.
+
+``encode_png_fast`` hands RGB / RGBA pixels to fpng (Rich Geldreich's fpng through the ``fpng`` package): one
+SIMD pass, about a tenth of zlib's CPU, files some 15-25% larger. It holds the GIL while it runs (about 10 ms
+per megapixel here), which is why a postprocess replica keeps its event loop on another thread.
+
+The zlib-ng writer (``encode_png``) is built for small files from large cut-outs: vectorised 'Up' filter,
+parallel zlib-ng deflate.
 
 Pillow's encoder runs one zlib stream on one core (about 1 s for a 12 MP RGBA cut-out at level 1 on a 2-core
 machine). A deflate stream can be cut at any byte with a sync flush, so the scanlines are split into one band per
@@ -15,6 +22,11 @@ from concurrent.futures import Executor
 
 import numpy as np
 from zlib_ng import zlib_ng
+
+try:
+    import fpng
+except ImportError:  # a platform without its wheels: the zlib-ng writer does the work
+    fpng = None
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (L, LA, RGB, RGBA)
@@ -98,3 +110,11 @@ def encode_png(pixels: np.ndarray | Rows, level: int = 2, executor: Executor | N
     idat = [_chunk(b"IDAT", header + encoded[0][1])] + [_chunk(b"IDAT", deflated) for _, deflated in encoded[1:]]
     idat.append(_chunk(b"IDAT", struct.pack(">I", checksum & 0xFFFFFFFF)))
     return b"".join([_SIGNATURE, _chunk(b"IHDR", ihdr), *idat, _chunk(b"IEND", b"")])
+
+
+def encode_png_fast(pixels: np.ndarray, executor: Executor | None = None, parts: int = 1) -> bytes:
+    """An (H, W, 3 or 4) uint8 array as an 8-bit PNG with fpng; other shapes (and machines without fpng) get the
+    zlib-ng writer."""
+    if fpng is None or pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        return encode_png(pixels, executor=executor, parts=parts)
+    return fpng.from_ndarray(np.ascontiguousarray(pixels))

@@ -22,7 +22,7 @@ from serve_app.config import PostprocessConfig
 
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
-from .png import CutoutRows, encode_png
+from .png import CutoutRows, encode_png, encode_png_fast
 from .refine import refine_alpha
 
 
@@ -124,8 +124,9 @@ class Postprocessor:
             x0, y0, x1, y1 = box
             rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
         encode_start = time.perf_counter()
-        if options.format == "png" and not options.mask_only and options.background is None:
-            # The default cut-out: composed band by band inside the parallel PNG writer.
+        if options.format == "png" and not options.mask_only and options.background is None \
+                and self.config.png_compression == "small":
+            # Composed band by band inside the parallel zlib-ng writer: no full-size RGBA copy.
             data = encode_png(CutoutRows(rgb, alpha), self.config.png_level, self._pool, parts=self.threads)
         else:
             data = self.encode(alpha if options.mask_only else compose(rgb, alpha, options.background), options)
@@ -137,6 +138,8 @@ class Postprocessor:
                       cache_hit=seg.cache_hit, timings_ms=timings)
 
     def encode(self, pixels: np.ndarray, options: OutputOptions) -> bytes:
+        if options.format == "png" and self.config.png_compression == "fast":
+            return encode_png_fast(pixels, self._pool, parts=self.threads)
         if options.format == "png":
             return encode_png(pixels, self.config.png_level, self._pool, parts=self.threads)
         buffer = io.BytesIO()

@@ -162,3 +162,36 @@ def test_cutout_rows_png_equals_the_composed_rgba():
     with ThreadPoolExecutor(3) as pool:
         data = encode_png(CutoutRows(rgb, alpha), level=1, executor=pool, parts=3)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), compose(rgb, alpha, None))
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (300, 700, 4), (1, 1, 4)])
+def test_fast_png_writer_round_trips(shape):
+    from deployments.png import encode_png_fast
+
+    pixels = np.random.default_rng(4).integers(0, 256, size=shape, dtype=np.uint8)
+    pixels[: shape[0] // 2] //= 7
+    data = encode_png_fast(pixels[:, ::-1])  # a non-contiguous view, as a crop or flip gives
+    assert data.startswith(b"\x89PNG")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels[:, ::-1])
+
+
+def test_fast_png_writer_hands_grey_images_to_the_zlib_writer():
+    from deployments.png import encode_png_fast
+
+    mask = np.random.default_rng(5).integers(0, 256, size=(40, 30), dtype=np.uint8)
+    image = Image.open(io.BytesIO(encode_png_fast(mask)))
+    assert image.mode == "L" and np.array_equal(np.asarray(image), mask)
+
+
+def test_fast_and_small_png_compressions_give_the_same_pixels():
+    from serve_app.config import PostprocessConfig
+
+    rgb = photo(320, 240, seed=2)
+    seg = _seg(np.stack([disc_logits(), -disc_logits(), -disc_logits()]), [0.9, 0.1, 0.2])
+    decoded = {}
+    for compression in ("fast", "small"):
+        cutout = Postprocessor(PostprocessConfig(png_compression=compression)).render(seg, rgb)
+        decoded[compression] = np.asarray(Image.open(io.BytesIO(cutout.data)))
+    assert decoded["fast"].shape == (240, 320, 4)
+    assert decoded["fast"][120, 160, 3] == 255 and decoded["fast"][0, 0, 3] == 0
+    assert np.array_equal(decoded["fast"], decoded["small"])
