@@ -11,6 +11,8 @@ import asyncio
 import logging
 import os
 import time
+import weakref
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,6 +24,7 @@ from ray import serve
 from serve_app import errors
 from serve_app.config import SegmenterConfig
 
+from . import decoder
 from .embedding_cache import EmbeddingCache
 from .messages import ImageRef, Prompt, SegmentRequest, SegmentResult
 from .metrics import SegmenterMetrics
@@ -30,7 +33,7 @@ from .sam_model import build_model, resolve_device, resolve_precision
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: keys the decoder's prepared images
 class Embedding:
     """Everything the mask decoder needs from one image's encoder pass."""
 
@@ -67,6 +70,11 @@ class Segmenter:
         self._feat_sizes = [(size // 4, size // 4), (size // 8, size // 8), (size // 16, size // 16)]
         with torch.inference_mode():  # depends on the weights only: computed once, not on every click
             self._dense_pe = self.model.sam_prompt_encoder.get_dense_pe()
+            # What MaskDecoder makes of it and of "no mask" on every click (the same layouts, so the same sums).
+            self._pos_src = torch.repeat_interleave(self._dense_pe, 1, dim=0)
+            self._no_mask_dense = self.model.sam_prompt_encoder(points=None, boxes=None, masks=None)[1]
+        # The decoder's image-only terms (deployments/decoder.py) for the images clicked most recently.
+        self._prepared: OrderedDict[int, tuple[weakref.ref, decoder.PreparedImage]] = OrderedDict()
         # CUDA graphs of the encoder, one per batch size up to 2 (what max_ongoing_requests=2 lets a batch hold).
         self._graphs: dict[int, tuple] = {}
         self.graph_capture_ms = 0.0
@@ -108,15 +116,19 @@ class Segmenter:
             if prompt.mask_input is not None:
                 mask_input = torch.as_tensor(prompt.mask_input, dtype=torch.float32, device=self.device)[None]
             sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-            logits, scores, _, _ = self.model.sam_mask_decoder(
-                image_embeddings=embedding.image_embed.float(),
-                image_pe=self._dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=prompt.multimask,
-                repeat_image=False,
-                high_res_features=[feat.float() for feat in embedding.high_res_feats],
-            )
+            if mask_input is None:
+                logits, scores = decoder.decode(self.model, self._prepared_image(embedding), self._pos_src, sparse,
+                                                prompt.multimask)
+            else:  # a mask prompt changes the dense embedding: sam2's own decoder does it all
+                logits, scores, _, _ = self.model.sam_mask_decoder(
+                    image_embeddings=embedding.image_embed.float(),
+                    image_pe=self._dense_pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=prompt.multimask,
+                    repeat_image=False,
+                    high_res_features=[feat.float() for feat in embedding.high_res_feats],
+                )
             # FP16 on the wire when the model ran in FP16: half the bytes, the same masks.
             out_dtype = torch.float16 if self.autocast_dtype is not None else torch.float32
             logits = logits[0].clamp(-6e4, 6e4).to(out_dtype)  # inside FP16's range, so never infinite
@@ -226,6 +238,24 @@ class Segmenter:
         self.graph_capture_ms += _elapsed_ms(start)
         logger.info("image encoder (batch %d) captured as a CUDA graph; %.0f ms of capture in all",
                     batch_size, self.graph_capture_ms)
+
+    PREPARED_IMAGES = 8  # a few images' worth (14 MB each in FP32): the ones people are clicking on right now
+
+    def _prepared_image(self, embedding: Embedding) -> decoder.PreparedImage:
+        key = id(embedding)
+        entry = self._prepared.get(key)
+        if entry is not None and entry[0]() is embedding:
+            self._prepared.move_to_end(key)
+            return entry[1]
+        prepared = decoder.prepare(self.model, embedding.image_embed.float(),
+                                   tuple(feat.float() for feat in embedding.high_res_feats),
+                                   self._pos_src, self._no_mask_dense)
+        for dead in [k for k, (ref, _) in self._prepared.items() if ref() is None]:  # evicted from the cache
+            del self._prepared[dead]
+        self._prepared[key] = (weakref.ref(embedding), prepared)
+        while len(self._prepared) > self.PREPARED_IMAGES:
+            self._prepared.popitem(last=False)
+        return prepared
 
     def _model_fault(self, reason: str) -> errors.ApiError:
         logger.error("model fault: %s; the health check will now fail so that Serve replaces this replica", reason)

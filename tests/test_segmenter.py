@@ -92,3 +92,56 @@ def test_batched_encoder_matches_single(segmenter, image):
     batched = segmenter.encode([image, other])
     assert batched[1].image_hw == (600, 800)
     np.testing.assert_allclose(batched[1].image_embed.numpy(), single.image_embed.numpy(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_prepared_decoder_equals_sam2_mask_decoder_bit_for_bit(segmenter, multimask):
+    """deployments/decoder.py reuses the image-only half of the first attention layer: same numbers as sam2."""
+    import torch
+
+    from deployments import decoder
+
+    generator = torch.Generator().manual_seed(7)
+    image_embed = torch.randn(1, 256, 64, 64, generator=generator)
+    high_res = (torch.randn(1, 32, 256, 256, generator=generator), torch.randn(1, 64, 128, 128, generator=generator))
+    points = (torch.tensor([[[300.0, 200.0], [800.0, 700.0], [100.0, 900.0]]]), torch.tensor([[1, 0, 1]]))
+    model = segmenter.model
+    with torch.inference_mode():
+        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+        expected_masks, expected_iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=image_embed, image_pe=segmenter._dense_pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
+            high_res_features=list(high_res))
+        prepared = decoder.prepare(model, image_embed, high_res, segmenter._pos_src, segmenter._no_mask_dense)
+        for _ in range(2):  # and again from the same prepared image, as a second click does
+            masks, iou = decoder.decode(model, prepared, segmenter._pos_src, sparse, multimask)
+            assert torch.equal(masks, expected_masks) and torch.equal(iou, expected_iou)
+
+
+def test_a_mask_prompt_uses_sam2s_own_decoder_and_matches_the_predictor(segmenter, predictor, image):
+    first = segmenter.segment("parity", image, PROMPTS["one click"])
+    mask_input = np.clip(first.logits[choose_mask(first.scores)], -32, 32)[None]
+    prompt = Prompt(np.array([[320, 240], [100, 80]], np.float32), np.array([1, 0], np.int32),
+                    mask_input=mask_input)
+    result = segmenter.segment("parity", image, prompt)
+    _, scores, low_res = predictor.predict(prompt.points, prompt.labels, None, mask_input=mask_input,
+                                           multimask_output=prompt.multimask)
+    assert np.array_equal(result.scores, scores)
+    assert np.array_equal(np.clip(result.logits, -32, 32), low_res)
+
+
+def test_prepared_images_are_kept_for_the_most_recent_live_embeddings_only(image):
+    segmenter = Segmenter(SegmenterConfig(model="tiny", checkpoint="random", device="cpu"), progress=False)
+    embedding = segmenter.encode([image])[0]
+    prompt = PROMPTS["one click"]
+    first = segmenter.predict(embedding, prompt)
+    prepared = segmenter._prepared_image(embedding)
+    assert segmenter._prepared_image(embedding) is prepared  # the second click reuses it
+    others = [segmenter._probe_embedding() for _ in range(segmenter.PREPARED_IMAGES)]
+    for other in others:
+        segmenter._prepared_image(other)
+    assert len(segmenter._prepared) == segmenter.PREPARED_IMAGES  # the oldest, ours, made room
+    del others, other  # embeddings evicted from the cache: their prepared images go at the next insertion
+    again = segmenter.predict(embedding, prompt)  # prepared anew: the same answer
+    assert len(segmenter._prepared) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
