@@ -51,15 +51,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import ray
     from ray import serve
 
     from .app import APP_NAME, build_app
     from .config import AppArgs
+    from .local_ray import init_local_ray
 
     app_args = AppArgs(**{k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint,
                                               "device": args.device}.items() if v})
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    init_local_ray(num_cpus=args.num_cpus, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(app_args), name=APP_NAME, route_prefix="/", blocking=False)
     print(f"background-remover is serving on http://{args.host}:{args.port}  (docs: /docs; Ctrl+C to stop)",

@@ -1,5 +1,6 @@
 """The bgremove command line: cut against a running service, refusals, a service that is down, weights."""
 
+import os
 import pytest
 
 from serve_app.cli import main
@@ -121,3 +122,27 @@ def test_cut_refuses_a_malformed_point(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["cut", "photo.jpg", "--point", "12", "-o", "x.png"])
     assert info.value.code == 2 and "expected 2 comma-separated numbers" in capsys.readouterr().err
+
+
+def test_ray_started_by_bgremove_runs_its_workers_at_normal_priority():
+    """`bgremove serve` / `bench` start Ray with worker niceness 0 (Ray's default is 15: see serve_app/local_ray.py)."""
+    import subprocess
+    import sys
+
+    from serve_app.local_ray import WORKER_NICENESS
+
+    script = ("import os, ray\n"
+              "from serve_app.local_ray import init_local_ray\n"
+              "init_local_ray(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+              "print('nice', ray.get(ray.remote(lambda: os.nice(0)).remote()))\n"
+              "ray.shutdown()\n")
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="bgn")  # a fresh local Ray of its own, never the tests' one (short: socket paths)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_TMPDIR": tmp}
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env=env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert f"nice {WORKER_NICENESS}" in out.stdout, out.stderr[-2000:]
