@@ -27,11 +27,6 @@ class PreparedImage:
     first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # token->image k, v; image->token q projections
     high_res: tuple[torch.Tensor, ...]  # FP32 high-resolution features for the upscaler
 
-    @property
-    def nbytes(self) -> int:
-        tensors = (self.src, self.keys_pe, *self.first_layer, *self.high_res)
-        return sum(t.numel() * t.element_size() for t in tensors)
-
 
 def prepare(model, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, ...], image_pe: torch.Tensor,
             no_mask_dense: torch.Tensor) -> PreparedImage:

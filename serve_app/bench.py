@@ -115,13 +115,12 @@ class GraphClient:
     async def first_click(self, data: bytes, point, mask_only: bool = False) -> tuple[float, dict]:
         """The old service's route (a cut-out), or with mask_only the web page's first click (/v1/cutout)."""
         start = time.perf_counter()
-        files = {"image": ("photo.jpg", data, "image/jpeg")}
+        fields = {"points": json.dumps([point])}
         if mask_only:
-            response = await self.client.post(f"{self.url}/v1/cutout", files=files,
-                                              data={"points": json.dumps([point]), "mask_only": "true"})
-        else:
-            response = await self.client.post(f"{self.url}/background-removal/remove", files=files,
-                                              data={"points": json.dumps([point])})
+            fields["mask_only"] = "true"
+        route = "/v1/cutout" if mask_only else "/background-removal/remove"
+        response = await self.client.post(f"{self.url}{route}", files={"image": ("photo.jpg", data, "image/jpeg")},
+                                          data=fields)
         return self._result(response, start)
 
     async def upload(self, data: bytes) -> str:
@@ -369,7 +368,7 @@ def start_graph(args: argparse.Namespace) -> str:
     port = free_port()
     env_vars = dict(item.split("=", 1) for item in args.serve_env)  # e.g. Serve's latency flags, replicas only
     init_local_ray(num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": env_vars} if env_vars else None)
+                   runtime_env={"env_vars": env_vars} if env_vars else None)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     options: dict[str, dict] = {"Segmenter": {"num_replicas": args.segmenter_replicas}}
     gpu = args.device != "cpu" and _cuda_available()

@@ -99,7 +99,7 @@ class AppArgs(BaseModel):
     postprocess_threads: int = 0
     png_level: int = Field(2, ge=0, le=9)
     png_compression: PngCompression = Field("fast", description="fast (fpng: least CPU per click) | small "
-                                            "(zlib-ng: ~20% smaller cut-outs, ~3x the CPU)")
+                                            "(zlib-ng: cut-outs ~15-25% smaller, several times the CPU)")
     max_upload_mb: float = 30.0
     max_megapixels: float = 25.0
     max_points: int = 64
