@@ -1,9 +1,10 @@
 """The ingress's front door, in front of the FastAPI routes: API keys, CORS, request-size limits, an overload gate
 and a deadline; plus DESIGN.md's JSON error body for what Starlette and FastAPI refuse on their own.
 
-``RequestGuard`` is a plain ASGI middleware (tested without Ray). In the graph its settings are the Ingress
-replica's ``guard_config``, found through Serve's replica context, the way Serve itself finds ``self`` for
-class-based routes: the FastAPI app is frozen when ``@serve.ingress`` runs, before any config exists.
+``RequestGuard`` is a plain ASGI middleware (tested without Ray). The FastAPI app is frozen when ``@serve.ingress``
+runs, before any config exists, so the Ingress replica hands the guard its settings explicitly (``configure``, from
+Serve's ``__serve_build_asgi_app__`` hook, before the app serves). A guard without settings fails closed: it answers
+every request with 503 rather than serving without API keys.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from serve_app import errors
@@ -38,24 +39,27 @@ EXPOSED_HEADERS = ["X-Image-Id", "X-Mask-Score", "X-Embedding-Cache", "Server-Ti
 
 
 def install(app: FastAPI) -> None:
-    """Registers the guard and the JSON error handlers; call before ``@serve.ingress`` freezes the app."""
+    """Registers the guard (still without settings: it refuses everything until ``configure``) and the JSON error
+    handlers; call before ``@serve.ingress`` freezes the app."""
     app.add_middleware(RequestGuard)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
+def configure(app: FastAPI, config: GuardConfig) -> FastAPI:
+    """Gives the guard that ``install`` registered its settings; only before the app has served a request (its
+    middleware stack is built then, from these entries)."""
+    if app.middleware_stack is not None:
+        raise RuntimeError("the guard must be configured before the app starts serving")
+    if not any(entry.cls is RequestGuard for entry in app.user_middleware):
+        raise RuntimeError("http_guard.install(app) was not called")
+    app.user_middleware = [Middleware(RequestGuard, config=config) if entry.cls is RequestGuard else entry
+                           for entry in app.user_middleware]
+    return app
+
+
 def error_response(error: errors.ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-
-def _replica_config() -> GuardConfig | None:
-    """The running Ingress replica's ``guard_config``; None outside a replica or before it is built."""
-    try:
-        from ray import serve
-
-        return getattr(serve.get_replica_context().servable_object, "guard_config", None)
-    except Exception:  # noqa: BLE001 - not inside a Serve replica
-        return None
 
 
 class BodyTooLarge(Exception):
@@ -71,29 +75,28 @@ class _Exchange:
     deadline: anyio.CancelScope | None = None
 
 
+def not_configured() -> errors.ApiError:
+    return errors.ApiError(503, "not_configured", "this server is not configured to serve yet (its request guard "
+                           "has no settings); retry after the number of seconds in the Retry-After header, and "
+                           "tell the operator if it persists", headers={"Retry-After": "5"})
+
+
 class RequestGuard:
-    def __init__(self, app, config: GuardConfig | None = None,
-                 find_config: Callable[[], GuardConfig | None] = _replica_config):
+    def __init__(self, app, config: GuardConfig | None = None):
         self.app = app
-        self._config = config
-        self._find_config = find_config
+        self.config = config  # None: fail closed
         self._cors: CORSMiddleware | None = None
         self.inflight = 0
-
-    @property
-    def config(self) -> GuardConfig:
-        if self._config is None:
-            found = self._find_config()
-            if found is None:
-                return GuardConfig()  # not cached: the replica's own config may appear later
-            self._config = found
-        return self._config
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         config = self.config
+        if config is None:
+            logger.error("request refused: the request guard was never configured (http_guard.configure)")
+            await error_response(not_configured())(scope, receive, send)
+            return
         if config.cors_origins:  # outermost, so that preflights (which carry no key) get their answer
             if self._cors is None:
                 self._cors = CORSMiddleware(

@@ -309,9 +309,14 @@ class Ingress:
     def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
                  limits: IngressLimits, guard: GuardConfig = GuardConfig()):
         self._segmenter = segmenter
-        self.guard_config = guard  # read by http_guard.RequestGuard
+        self.guard_config = guard
         self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
         self.metrics = IngressMetrics()
+
+    def __serve_build_asgi_app__(self):
+        # Serve calls this after __init__, before the first request: the guard gets its settings passed in, not
+        # looked up (a guard without them refuses every request).
+        return http_guard.configure(self.app, self.guard_config)
 
     async def _guarded(self, work: Awaitable):
         try:

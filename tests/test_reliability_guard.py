@@ -225,15 +225,54 @@ async def test_cors_is_off_unless_configured(origins):
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_guard_in_a_serve_replica_reads_the_replicas_config():
-    class Replica:
-        guard_config = GuardConfig(max_body_bytes=5)
+async def test_a_guard_without_settings_fails_closed_until_configured():
+    """The Ingress's app as ``install`` leaves it: the guard has no settings yet and refuses everything (a replica
+    that lost its configuration must not serve without keys); ``configure`` (what the Ingress replica calls from
+    Serve's ``__serve_build_asgi_app__``) gives it the replica's settings."""
+    def fresh_app() -> FastAPI:
+        app = FastAPI()
+        http_guard.install(app)
 
-    found = []
-    guard = http_guard.RequestGuard(lambda *a: None, find_config=lambda: found[0] if found else None)
-    assert guard.config == GuardConfig()  # not yet known: defaults, not cached
-    found.append(Replica.guard_config)
-    assert guard.config.max_body_bytes == 5
+        @app.post("/v1/cutout")
+        async def cutout(points: str = Form("")):
+            return {"ok": True}
+
+        @app.get("/healthz")
+        async def healthz():
+            return {"status": "ok"}
+
+        return app
+
+    app = fresh_app()
+    async with client(app) as c:
+        for response in (await c.post("/v1/cutout", data={"points": "1"}, headers={"Authorization": f"Bearer {KEY}"}),
+                         await c.get("/healthz")):
+            assert_error(response, 503, "not_configured")
+            assert response.headers["retry-after"]
+    with pytest.raises(RuntimeError):  # too late once it has served: its middleware stack is built
+        http_guard.configure(app, keyed())
+
+    configured = http_guard.configure(fresh_app(), keyed())
+    async with client(configured) as c:
+        assert_error(await c.post("/v1/cutout", data={"points": "1"}), 401, "missing_api_key")
+        assert (await c.post("/v1/cutout", data={"points": "1"},
+                             headers={"Authorization": f"Bearer {KEY}"})).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_the_ingress_replica_hands_its_settings_to_the_guard():
+    """The hook Serve calls after the Ingress's __init__ (ray.serve._private.replica, __serve_build_asgi_app__)
+    returns the app with this replica's guard settings in place."""
+    from types import SimpleNamespace
+
+    from deployments.ingress import Ingress
+
+    app = FastAPI()
+    http_guard.install(app)
+    replica = SimpleNamespace(app=app, guard_config=keyed())
+    served = Ingress.func_or_class.__serve_build_asgi_app__(replica)
+    async with client(served) as c:
+        assert_error(await c.post("/v1/cutout", data={"points": "1"}), 401, "missing_api_key")
 
 
 def test_downstream_failures_map_to_retryable_503s():
