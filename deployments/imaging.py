@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -47,6 +48,17 @@ class DecodedImage:
 def image_id_of(data: bytes) -> str:
     """Content hash of the upload: the same file always maps to the same cached embedding."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what image_id_of (and a key-scoped id) looks like
+
+
+def check_image_id(image_id: str) -> str:
+    if not IMAGE_ID.fullmatch(image_id):
+        raise errors.bad_request("invalid_image_id", f"image_id {image_id[:40]!r}{'...' if len(image_id) > 40 else ''} "
+                                 "is not an id this service gives out (32 hex digits); use the `image_id` that "
+                                 "POST /v1/images returned, or send the photo as `image`")
+    return image_id
 
 
 def decode(data: bytes, limits: IngressLimits) -> DecodedImage:

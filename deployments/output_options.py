@@ -11,6 +11,8 @@ from serve_app import errors
 from .messages import MEDIA_TYPES_BY_FORMAT, OutputOptions
 
 _FORMAT_ALIASES = {"png": "png", "webp": "webp", "jpeg": "jpeg", "jpg": "jpeg"}
+# What the encoders can hold per side (libwebp: 16383 px, libjpeg: 65500 px); PNG has no practical limit.
+MAX_SIDE = {"webp": 16383, "jpeg": 65500}
 
 
 def format_from_accept(accept: str | None) -> str | None:
@@ -78,3 +80,12 @@ def parse_output_options(format: str | None = None, accept: str | None = None, m
     return OutputOptions(format=chosen, mask_only=mask_only, background=color, crop=crop,
                          crop_margin=int(crop_margin), feather=float(feather), quality=int(quality),
                          refine=bool(refine))
+
+
+def check_output_size(options: OutputOptions, width: int, height: int) -> None:
+    """Refuses a format that cannot hold a photo this large, before any work (checked on the whole photo, since a
+    crop's size is known only once the mask is)."""
+    limit = MAX_SIDE.get(options.format)
+    if limit is not None and max(width, height) > limit:
+        raise errors.invalid_prompt("too_large_for_format", f"{options.format} output is limited to {limit} pixels "
+                                    f"per side and this photo is {width}x{height}; ask for format=png")

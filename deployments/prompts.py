@@ -35,11 +35,15 @@ _EXAMPLES = {"points": "[[100, 200], [300, 400]]", "labels": "[1, 0]", "box": "[
 
 def _number(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise errors.invalid_prompt(f"invalid_{field}", f"`{field}` must hold numbers only, got {value!r}; "
+        raise errors.invalid_prompt(f"invalid_{field}", f"`{field}` must hold numbers only, got {repr(value)[:40]}; "
                                     f"send e.g. {_EXAMPLES[field]}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits: beyond any image, and beyond a float
+        number = math.inf
     if not math.isfinite(number):
-        raise errors.invalid_prompt(f"invalid_{field}", f"`{field}` holds {value!r}; coordinates must be finite")
+        raise errors.invalid_prompt(f"invalid_{field}", f"`{field}` holds {str(value)[:40]!r}; coordinates must be "
+                                    "finite numbers of pixels")
     return number
 
 

@@ -40,7 +40,10 @@ class StoreOnlyStages:
         return self.record if self.record and self.record.image_id == image_id else None
 
 
-def _record(image_id="img") -> StoredImage:
+IMG = "0123456789abcdef" * 2
+
+
+def _record(image_id=IMG) -> StoredImage:
     pixels = np.zeros((6, 8, 3), np.uint8)
     return StoredImage(image_id, 8, 6, ImageRef.local(pixels), ImageRef.local(pixels), None, pixels.nbytes)
 
@@ -53,8 +56,8 @@ def test_clicks_on_a_recent_image_skip_the_store_until_its_record_is_stale():
 
     async def clicks(n):
         for i in range(n):
-            cutout = await core.cutout(image_id="img", points=[[1 + i % 5, 2]])
-            assert cutout.image_id == "img"
+            cutout = await core.cutout(image_id=IMG, points=[[1 + i % 5, 2]])
+            assert cutout.image_id == IMG
 
     asyncio.run(clicks(10))
     assert stages.recalls == 1  # the first click fetched (and so renewed) the record; the next nine did not ask
@@ -66,5 +69,5 @@ def test_clicks_on_a_recent_image_skip_the_store_until_its_record_is_stale():
 def test_an_unknown_image_id_is_a_404_that_says_upload_again():
     core = IngressCore(StoreOnlyStages(None), IngressLimits())
     with pytest.raises(errors.ApiError) as caught:
-        asyncio.run(core.cutout(image_id="gone", points=[[1, 2]]))
+        asyncio.run(core.cutout(image_id="f" * 32, points=[[1, 2]]))
     assert caught.value.status == 404 and "upload" in caught.value.message

@@ -127,6 +127,8 @@ CASES = {
     "points an object": ("/v1/cutout", *prompt_case(422, "invalid_points", points='{"x": 1, "y": 2}')),
     "points flat": ("/v1/cutout", *prompt_case(422, "invalid_points", points="[1, 2]")),
     "points 5000-digit number": ("/v1/cutout", *prompt_case(400, "malformed_json", points="[[" + "9" * 5000 + ", 1]]")),
+    "points 400-digit integer": ("/v1/cutout", *prompt_case(422, "invalid_points", points="[[" + "9" * 400 + ", 1]]")),
+    "box 400-digit integer": ("/v1/cutout", *prompt_case(422, "invalid_box", box="[0, 0, " + "9" * 400 + ", 10]")),
     "points nested 100000 deep": ("/v1/cutout", *prompt_case(400, "malformed_json", points="[" * 100_000)),
     "65 points (cap 64)": ("/v1/cutout", *prompt_case(422, "too_many_points", points=json.dumps([[1, 1]] * 65))),
     "point outside the image": ("/v1/cutout", *prompt_case(422, "point_outside_image", points=f"[[{W}, 1]]")),
@@ -152,8 +154,13 @@ CASES = {
                                                            format="jpeg")),
     "mask_only maybe": ("/v1/cutout", *prompt_case(400, "malformed_request", points="[[1, 1]]", mask_only="maybe")),
     "unknown image_id": ("/v1/cutout", {"data": {"image_id": "0" * 32, "points": "[[1, 1]]"}}, 404, "unknown_image_id"),
-    "100 KB image_id": ("/v1/cutout", {"data": {"image_id": "z" * 100_000, "points": "[[1, 1]]"}}, 404,
-                        "unknown_image_id"),
+    "100 KB image_id": ("/v1/cutout", {"data": {"image_id": "z" * 100_000, "points": "[[1, 1]]"}}, 400,
+                        "invalid_image_id"),
+    "900 KB hex image_id": ("/v1/cutout", {"data": {"image_id": "a" * 900_000, "points": "[[1, 1]]"}}, 400,
+                            "invalid_image_id"),
+    "webp 16384 px wide": ("/v1/cutout", {"files": file(save(Image.new("RGB", (16384, 4)), "PNG"), "wide.png"),
+                                          "data": {"points": "[[1, 1]]", "format": "webp"}}, 422,
+                           "too_large_for_format"),
 }
 
 
