@@ -26,10 +26,11 @@ from serve_app import errors
 from serve_app.config import GuardConfig, IngressLimits
 
 from . import http_guard
-from .imaging import DecodedImage, decode
+from .health import CachedProbe
+from .imaging import DecodedImage, check_image_id, decode
 from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
 from .metrics import IngressMetrics
-from .output_options import parse_output_options
+from .output_options import check_output_size, parse_output_options
 from .prompts import parse_prompt
 
 logger = logging.getLogger(__name__)
@@ -115,12 +116,13 @@ class IngressCore:
             remembering = self._in_background(
                 self.stages.remember(source.image_id, source.full, source.model, source.alpha))
         elif image_id:
-            source = await self._recall(image_id)
+            source = await self._recall(check_image_id(image_id))
         else:
             raise errors.bad_request("missing_image", "send the photo as `image`, or the `image_id` that "
                                      "POST /v1/images returned")
 
         prompt = parse_prompt(points, labels, box, source.width, source.height, self.limits.max_points)
+        check_output_size(options, source.width, source.height)
         model_height, model_width = source.model.shape[:2]
         model_prompt = prompt.scaled(model_width / source.width, model_height / source.height)
         seg = self.stages.segment(SegmentRequest(source.image_id, source.model, model_prompt))
@@ -300,6 +302,10 @@ async def _read_upload(upload: UploadFile | None, limits: IngressLimits) -> byte
     return data
 
 
+# How old the segmenter probe behind GET /healthz may be: at most one probe per this many seconds per ingress replica.
+HEALTH_MAX_AGE_S = 2.0
+
+
 # max_queued_requests: past it the HTTP proxy itself answers 503 + Retry-After (the guard's own JSON 503 at
 # max_inflight usually comes first).
 @serve.deployment(name="Ingress", max_ongoing_requests=64, max_queued_requests=256,
@@ -308,10 +314,12 @@ async def _read_upload(upload: UploadFile | None, limits: IngressLimits) -> byte
 class Ingress:
     def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
                  limits: IngressLimits, guard: GuardConfig = GuardConfig()):
-        self._segmenter = segmenter
         self.guard_config = guard
         self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
         self.metrics = IngressMetrics()
+        # /healthz is outside the keys and the overload gate: it must never cost the segmenter a slot per call.
+        self.health = CachedProbe(lambda: asyncio.wait_for(segmenter.stats.remote(), timeout=5.0),
+                                  max_age_s=HEALTH_MAX_AGE_S)
 
     def __serve_build_asgi_app__(self):
         # Serve calls this after __init__, before the first request: the guard gets its settings passed in, not
@@ -390,11 +398,11 @@ class Ingress:
 
     @http_app.get("/healthz", summary="200 when the graph can serve")
     async def healthz(self) -> JSONResponse:
-        try:
-            stats = await asyncio.wait_for(self._segmenter.stats.remote(), timeout=5.0)
-        except Exception as exc:  # noqa: BLE001 - any failure means "cannot serve"
-            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
-        return JSONResponse({"status": "ok", "model": stats["model"], "device": stats["device"]})
+        probe = await self.health.result()
+        if probe.error is not None:
+            return JSONResponse({"status": "unavailable", "reason": type(probe.error).__name__}, status_code=503,
+                                headers={"Retry-After": str(round(HEALTH_MAX_AGE_S))})
+        return JSONResponse({"status": "ok", "model": probe.value["model"], "device": probe.value["device"]})
 
     async def remove(self, image_bytes: bytes, points: Any = None, labels: Any = None, box: Any = None,
                      **options: Any) -> bytes:
