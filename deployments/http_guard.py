@@ -35,6 +35,7 @@ API_PREFIXES = ("/v1/", "/background-removal/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 CURL_HINT = "e.g. curl -F image=@photo.jpg -F 'points=[[100, 200]]' .../v1/cutout"
+API_KEY_STATE = "api_key_sha256"  # request.state field: the digest of the key a request carried
 EXPOSED_HEADERS = ["X-Image-Id", "X-Mask-Score", "X-Embedding-Cache", "Server-Timing", "Retry-After"]
 
 
@@ -120,6 +121,9 @@ class RequestGuard:
         if refusal is not None:
             await error_response(refusal)(scope, receive, send)
             return
+        if config.api_key_sha256:  # the (checked) key, where the routes find it: api_key_of(request)
+            # A new dict: the server may share the one it passes in between requests.
+            scope["state"] = {**scope.get("state", {}), API_KEY_STATE: _key_digest(headers)}
         self.inflight += 1
         try:
             await self._run(scope, receive, send, config)
@@ -141,7 +145,7 @@ class RequestGuard:
             return errors.ApiError(401, "invalid_authorization", "the Authorization header must read "
                                    "`Bearer <key>`", headers=challenge)
         # Digests have one length, so the comparison time says nothing about the key; every key is compared.
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        digest = _key_digest(headers)
         matched = False
         for expected in config.api_key_sha256:
             matched |= hmac.compare_digest(digest, expected)
@@ -149,6 +153,7 @@ class RequestGuard:
             return errors.ApiError(401, "invalid_api_key", "the API key is not valid; check it, or ask the "
                                    "operator for one", headers=challenge)
         return None
+
 
     async def _run(self, scope, receive, send, config: GuardConfig) -> None:
         exchange = _Exchange()
@@ -196,6 +201,11 @@ class RequestGuard:
                 headers={"Retry-After": "2"}))(scope, receive, send)
 
 
+def _key_digest(headers: Headers) -> str:
+    token = headers.get("authorization", "").partition(" ")[2].strip()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def _route_path(scope) -> str:
     path, root = scope.get("path", "/"), scope.get("root_path", "")
     if root and path.startswith(root):
@@ -223,6 +233,11 @@ def _check_body_headers(method: str, headers: Headers, config: GuardConfig) -> e
         return errors.ApiError(415, "unsupported_content_type", f"the request is {media_type or 'untyped'}; send "
                                f"the fields as multipart/form-data, {CURL_HINT}")
     return None
+
+
+def api_key_of(request: Request) -> str:
+    """The SHA-256 digest of the API key the request was let in with; "" when the service has no keys."""
+    return getattr(request.state, API_KEY_STATE, "")
 
 
 async def reject_repeated_fields(request: Request) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -27,20 +27,28 @@ class ImageStore:
         self._records: OrderedDict[str, tuple[StoredImage, float]] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = 0
+        self.owner_bytes: Counter[str] = Counter()
         self.evictions = self.expirations = 0
 
     def put(self, record: StoredImage) -> bool:
-        """Keeps a record; returns False when it alone is larger than the whole budget."""
+        """Keeps a record; returns False when it alone is larger than the whole budget, or than its key's quota."""
+        quota = self.config.max_bytes_per_owner if record.owner else 0
         with self._lock:
             self._drop(record.image_id)
-            if record.nbytes > self.config.max_bytes:
+            if record.nbytes > self.config.max_bytes or (quota and record.nbytes > quota):
                 return False
             self._expire()
+            if quota:  # a key past its quota makes room from its own oldest uploads, not from other keys'
+                own = [key for key, (r, _) in self._records.items() if r.owner == record.owner]
+                while own and self.owner_bytes[record.owner] + record.nbytes > quota:
+                    self._drop(own.pop(0))
+                    self.evictions += 1
             while self._records and self.bytes + record.nbytes > self.config.max_bytes:
                 self._drop(next(iter(self._records)))
                 self.evictions += 1
             self._records[record.image_id] = (record, self._clock() + self.config.ttl_s)
             self.bytes += record.nbytes
+            self.owner_bytes[record.owner] += record.nbytes
             return True
 
     def get(self, image_id: str) -> StoredImage | None:
@@ -75,6 +83,9 @@ class ImageStore:
         entry = self._records.pop(image_id, None)
         if entry is not None:
             self.bytes -= entry[0].nbytes
+            self.owner_bytes[entry[0].owner] -= entry[0].nbytes
+            if not self.owner_bytes[entry[0].owner]:
+                del self.owner_bytes[entry[0].owner]
 
 
 @serve.deployment(name="ImageStore", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.05})
@@ -83,8 +94,9 @@ class ImageStoreDeployment:
         self.store = ImageStore(config)
         self.metrics = ImageStoreMetrics()
 
-    def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None) -> bool:
-        # The id is a content hash: a repeat upload holds the same pixels. Keeping the record (its time to live
+    def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None,
+            content_id: str = "", owner: str = "") -> bool:
+        # The id is a content hash (scoped to the key, with keys): a repeat upload holds the same pixels. Keeping the record (its time to live
         # renewed) rather than replacing it also keeps its objects alive: clicks in flight may hold references
         # to them, which Ray's reference counting does not see through Serve responses.
         if self.store.get(image_id) is not None:
@@ -94,7 +106,8 @@ class ImageStoreDeployment:
         model_ref = full_ref if model.shape == full.shape else ImageRef.put(model)
         alpha_ref = ImageRef.put(alpha) if alpha is not None else None
         nbytes = full.nbytes + (0 if model_ref is full_ref else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
-        kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes))
+        kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes,
+                                          content_id, owner))
         self.metrics.update(self.store.stats())
         return kept
 

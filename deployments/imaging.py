@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import re
 import warnings
@@ -53,6 +54,15 @@ def image_id_of(data: bytes) -> str:
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")  # what image_id_of (and a key-scoped id) looks like
 
 
+def scoped_image_id(content_id: str, owner: str, secret: bytes) -> str:
+    """The id a client sees. Without API keys (no owner) the content hash itself; with keys a keyed HMAC of the key's
+    digest and the content hash under the server's secret: another key can neither compute nor use it, and the same
+    photo gets a different id per key."""
+    if not owner:
+        return content_id
+    return hmac.new(secret, f"{owner}:{content_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def check_image_id(image_id: str) -> str:
     if not IMAGE_ID.fullmatch(image_id):
         raise errors.bad_request("invalid_image_id", f"image_id {image_id[:40]!r}{'...' if len(image_id) > 40 else ''} "
@@ -81,6 +91,8 @@ def decode(data: bytes, limits: IngressLimits) -> DecodedImage:
         reason = str(exc)[:200] or type(exc).__name__
         raise errors.bad_request("corrupt_image", f"the image could not be decoded ({reason}); the file is truncated "
                                  "or damaged. Re-export it and upload again.") from exc
+    finally:
+        image.close()  # Pillow's copy of the pixels goes now, before the model copy is made
     return DecodedImage(image_id_of(data), rgb, model_copy(rgb, limits.model_side), alpha)
 
 
@@ -119,15 +131,28 @@ def _to_rgb8(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         return np.repeat(gray[:, :, None], 3, axis=2), None
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"))
+        rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[:, :, 3])
         if alpha.min() == 255:
             return np.ascontiguousarray(rgba[:, :, :3]), None
-        # SAM sees transparent areas as white, not as whatever colour hides under alpha 0.
-        a = alpha[:, :, None].astype(np.uint16)
-        rgb = ((rgba[:, :, :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
-        return rgb, alpha
+        return _over_white(rgba), alpha
     return np.asarray(image.convert("RGB")), None
+
+
+def _over_white(rgba: np.ndarray, rows: int = 64) -> np.ndarray:
+    """SAM sees transparent areas as white, not as whatever colour hides under alpha 0. The result is 8-bit; the
+    16-bit products are made a band of rows at a time, so a 25 MP upload never gets a 16-bit copy of itself.
+    round((c * a + 255 * (255 - a)) / 255) == 255 - a + round(c * a / 255), the division done with shifts."""
+    rgb = np.empty(rgba.shape[:2] + (3,), np.uint8)
+    for top in range(0, rgba.shape[0], rows):
+        band = rgba[top:top + rows]
+        alpha = band[:, :, 3:4]
+        product = band[:, :, :3] * alpha.astype(np.uint16)
+        product += 128
+        product += product >> 8
+        product >>= 8
+        np.add(product, 255 - alpha, out=rgb[top:top + rows], casting="unsafe")
+    return rgb
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:

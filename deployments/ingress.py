@@ -8,6 +8,7 @@ methods are the HTTP routes (FastAPI through ``serve.ingress``, which also gives
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -27,7 +28,7 @@ from serve_app.config import GuardConfig, IngressLimits
 
 from . import http_guard
 from .health import CachedProbe
-from .imaging import DecodedImage, check_image_id, decode
+from .imaging import DecodedImage, check_image_id, decode, scoped_image_id
 from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
 from .metrics import IngressMetrics
 from .output_options import check_output_size, parse_output_options
@@ -44,7 +45,7 @@ class Stages(Protocol):
     def render(self, seg: Awaitable[SegmentResult], image: ImageRef, options: OutputOptions,
                source_alpha: ImageRef | None) -> Awaitable[Cutout]: ...
     def warm(self, image_id: str, image: ImageRef) -> Awaitable[bool]: ...
-    def remember(self, image_id: str, full: ImageRef, model: ImageRef, alpha: ImageRef | None) -> Awaitable[bool]: ...
+    def remember(self, record: StoredImage) -> Awaitable[bool]: ...
     def recall(self, image_id: str) -> Awaitable[StoredImage | None]: ...
 
 
@@ -84,39 +85,53 @@ class RecentImages:
             self._records.popitem(last=False)
 
 
+# Server-Timing entries that exist only when the embedding was computed for this request: with API keys they would
+# tell a key that another key had uploaded the same photo, so they are left out of answers to requests with a photo.
+CACHE_REVEALING_TIMINGS = frozenset({"fetch", "embed", "coalesced"})
+
+
 class IngressCore:
-    def __init__(self, stages: Stages, limits: IngressLimits):
+    """``owner`` below: the API key's SHA-256 digest the request came with ("" without keys). Stored images (and
+    their ids) belong to it; the embedding cache underneath is shared, keyed by content hash."""
+
+    def __init__(self, stages: Stages, limits: IngressLimits, id_secret: str = ""):
         self.stages = stages
         self.limits = limits
+        self._id_secret = (id_secret or secrets.token_hex(32)).encode()
         self.recent = RecentImages(fresh_s=limits.recent_image_s)
+        self._decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
 
-    async def upload(self, data: bytes) -> StoredImage:
+    async def _decode_and_share(self, data: bytes, owner: str) -> StoredImage:
+        """Decoded pixels live here only until they are shared (in Ray: copied to the object store), so a burst of
+        large uploads holds at most max_concurrent_decodes images' worth of decoding memory in this replica."""
+        async with self._decoding:
+            decoded = await asyncio.to_thread(decode, data, self.limits)
+            return self._share(decoded, owner)
+
+    async def upload(self, data: bytes, owner: str = "") -> StoredImage:
         """Stores an image for later clicks and warms its embedding (POST /v1/images)."""
-        decoded = await asyncio.to_thread(decode, data, self.limits)
-        stored = self._share(decoded)
-        kept, _ = await asyncio.gather(
-            self.stages.remember(stored.image_id, stored.full, stored.model, stored.alpha),
-            self.stages.warm(stored.image_id, stored.model))
+        stored = await self._decode_and_share(data, owner)
+        kept, _ = await asyncio.gather(self.stages.remember(stored),
+                                       self.stages.warm(stored.embedding_id, stored.model))
         if not kept:
-            raise errors.too_large("image_store_full", "the image is larger than the server's whole image store; "
-                                   "send it with each /v1/cutout request instead")
+            raise errors.too_large("image_store_full", "the image is larger than the image store keeps for one "
+                                   f"{'API key' if owner else 'server'}; send it with each /v1/cutout request instead")
         return stored
 
     async def cutout(self, *, image: bytes | None = None, image_id: str | None = None, points: Any = None,
-                     labels: Any = None, box: Any = None, options: OutputOptions = OutputOptions()) -> Cutout:
+                     labels: Any = None, box: Any = None, options: OutputOptions = OutputOptions(),
+                     owner: str = "") -> Cutout:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         remembering = None
         if image is not None:
-            decoded = await asyncio.to_thread(decode, image, self.limits)
+            source = await self._decode_and_share(image, owner)
             timings["read"] = _ms(start)
-            source = self._share(decoded)
             # Later clicks may name this photo by its id alone, on any ingress replica: the image store keeps
             # it while the model works, and the answer waits for that so the id is good once the client has it.
-            remembering = self._in_background(
-                self.stages.remember(source.image_id, source.full, source.model, source.alpha))
+            remembering = self._in_background(self.stages.remember(source))
         elif image_id:
-            source = await self._recall(check_image_id(image_id))
+            source = await self._recall(check_image_id(image_id), owner)
         else:
             raise errors.bad_request("missing_image", "send the photo as `image`, or the `image_id` that "
                                      "POST /v1/images returned")
@@ -125,34 +140,43 @@ class IngressCore:
         check_output_size(options, source.width, source.height)
         model_height, model_width = source.model.shape[:2]
         model_prompt = prompt.scaled(model_width / source.width, model_height / source.height)
-        seg = self.stages.segment(SegmentRequest(source.image_id, source.model, model_prompt))
+        seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
         if remembering is not None:
             await remembering
         timings["total"] = _ms(start)
-        return Cutout(**{**cutout.__dict__, "timings_ms": {**cutout.timings_ms, **timings},
+        cache_hit, stage_timings = cutout.cache_hit, cutout.timings_ms
+        if owner and image is not None:
+            # The cache is shared by all keys: a hit on a photo sent now may come from another key's upload. Say
+            # only what this key's own uploads tell it (a hit on its image_id); the response time still differs.
+            cache_hit = False
+            stage_timings = {k: v for k, v in stage_timings.items() if k not in CACHE_REVEALING_TIMINGS}
+        return Cutout(**{**cutout.__dict__, "image_id": source.image_id, "cache_hit": cache_hit,
+                         "timings_ms": {**stage_timings, **timings},
                          "source_megapixels": source.width * source.height / 1e6})
 
-    def _share(self, decoded: DecodedImage) -> StoredImage:
+    def _share(self, decoded: DecodedImage, owner: str) -> StoredImage:
         full = self.stages.share(decoded.rgb)
         model = full if decoded.model_rgb is decoded.rgb else self.stages.share(decoded.model_rgb)
         alpha = self.stages.share(decoded.alpha) if decoded.alpha is not None else None
         nbytes = decoded.rgb.nbytes + (0 if model is full else decoded.model_rgb.nbytes) + (
             decoded.alpha.nbytes if decoded.alpha is not None else 0)
-        stored = StoredImage(decoded.image_id, decoded.width, decoded.height, full, model, alpha, nbytes)
+        image_id = scoped_image_id(decoded.image_id, owner, self._id_secret)
+        stored = StoredImage(image_id, decoded.width, decoded.height, full, model, alpha, nbytes,
+                             content_id=decoded.image_id, owner=owner)
         self.recent.add(stored)  # the next click on this photo may come here before the store has it
         return stored
 
-    async def _recall(self, image_id: str) -> StoredImage:
+    async def _recall(self, image_id: str, owner: str) -> StoredImage:
         # A record this replica fetched (and so renewed in the store) less than fresh_s ago needs no store call:
         # the store's TTL (at least 4x fresh_s) then counts from at most fresh_s before the latest click.
         stored = self.recent.get(image_id)
-        if stored is not None:
-            return stored
-        stored = await self.stages.recall(image_id)
         if stored is None:
+            stored = await self.stages.recall(image_id)
+            if stored is not None:
+                self.recent.add(stored)
+        if stored is None or stored.owner != owner:  # another key's id (unguessable anyway) is unknown to this one
             raise errors.unknown_image(image_id)
-        self.recent.add(stored)
         return stored
 
     @staticmethod
@@ -193,8 +217,10 @@ class RayStages:
     def warm(self, image_id, image):
         return self.segmenter.options(session_id=image_id).warm.remote(image_id, image)
 
-    def remember(self, image_id, full, model, alpha):
-        return self.image_store.put.remote(image_id, full._ref, model._ref, alpha._ref if alpha is not None else None)
+    def remember(self, record):
+        alpha = record.alpha._ref if record.alpha is not None else None
+        return self.image_store.put.remote(record.image_id, record.full._ref, record.model._ref, alpha,
+                                           content_id=record.embedding_id, owner=record.owner)
 
     def recall(self, image_id):
         return self.image_store.get.remote(image_id)
@@ -315,7 +341,7 @@ class Ingress:
     def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
                  limits: IngressLimits, guard: GuardConfig = GuardConfig()):
         self.guard_config = guard
-        self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits)
+        self.core = IngressCore(RayStages(segmenter, postprocess, image_store), limits, guard.image_id_secret)
         self.metrics = IngressMetrics()
         # /healthz is outside the keys and the overload gate: it must never cost the segmenter a slot per call.
         self.health = CachedProbe(lambda: asyncio.wait_for(segmenter.stats.remote(), timeout=5.0),
@@ -336,12 +362,13 @@ class Ingress:
             self.metrics.refused.inc(tags={"code": str(api_error.status)})
             raise api_error from exc
 
-    async def _cutout(self, route: str, upload: UploadFile | None, options: dict | None = None,
+    async def _cutout(self, route: str, request: Request, upload: UploadFile | None, options: dict | None = None,
                       **prompt) -> Response:
         async def work():
             parsed = parse_output_options(**(options or {}))
             data = await _read_upload(upload, self.core.limits)
-            return data, await self.core.cutout(image=data, options=parsed, **prompt)
+            return data, await self.core.cutout(image=data, options=parsed, owner=http_guard.api_key_of(request),
+                                                **prompt)
 
         data, cutout = await self._guarded(work())
         if data:  # image_id clicks upload nothing (and Ray counters refuse a zero increment)
@@ -353,14 +380,15 @@ class Ingress:
 
     @http_app.post("/background-removal/remove", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
                    summary="Cut out the clicked object (the replaced service's route)")
-    async def remove_legacy(self, image: UploadFile = File(..., description="the photo"),
+    async def remove_legacy(self, request: Request, image: UploadFile = File(..., description="the photo"),
                             points: str = Form(..., description="JSON [[x, y], ...] in pixels of the photo")) -> Response:
-        return await self._cutout("legacy", image, points=points)
+        return await self._cutout("legacy", request, image, points=points)
 
     @http_app.post("/v1/cutout", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
                    summary="Cut out an object: clicks, exclude clicks and/or a box; output options")
     async def cutout(
         self,
+        request: Request,
         image: UploadFile | None = File(None, description="the photo (or send image_id instead)"),
         image_id: str | None = Form(None, description="id from POST /v1/images, instead of image"),
         points: str | None = Form(None, description="JSON [[x, y], ...] in pixels"),
@@ -379,14 +407,15 @@ class Ingress:
     ) -> Response:
         options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,
                        crop_margin=crop_margin, feather=feather, quality=quality, refine=refine)
-        return await self._cutout("cutout", image, options, image_id=image_id, points=points, labels=labels, box=box)
+        return await self._cutout("cutout", request, image, options, image_id=image_id, points=points, labels=labels,
+                                  box=box)
 
     @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,
                    summary="Upload once, click many: store the photo and warm its embedding")
-    async def upload(self, image: UploadFile = File(..., description="the photo")) -> ImageInfo:
+    async def upload(self, request: Request, image: UploadFile = File(..., description="the photo")) -> ImageInfo:
         async def work():
             data = await _read_upload(image, self.core.limits)
-            return data, await self.core.upload(data)
+            return data, await self.core.upload(data, owner=http_guard.api_key_of(request))
 
         data, stored = await self._guarded(work())
         self.metrics.bytes_in.inc(len(data), tags={"route": "images"})

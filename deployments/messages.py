@@ -142,3 +142,11 @@ class StoredImage:
     model: ImageRef  # model-size copy
     alpha: ImageRef | None = None  # the upload's own transparency, if it had any
     nbytes: int = 0
+    # The content hash the segmenter caches the embedding under (shared by every key); "" means image_id itself,
+    # which it is without API keys. With keys, image_id is scoped to the key that uploaded (imaging.scoped_image_id).
+    content_id: str = ""
+    owner: str = ""  # the uploading API key's SHA-256 digest; "" without keys
+
+    @property
+    def embedding_id(self) -> str:
+        return self.content_id or self.image_id

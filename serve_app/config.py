@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,7 @@ MiB = 1 << 20
 ENV_OVERRIDES = {"BGREMOVE_MODEL": "model", "BGREMOVE_CHECKPOINT": "checkpoint", "BGREMOVE_DEVICE": "device"}
 # Comma-separated lists. Secrets belong in the environment rather than in a config file that `serve config` shows.
 ENV_LIST_OVERRIDES = {"BGREMOVE_API_KEYS": "api_keys", "BGREMOVE_CORS_ORIGINS": "cors_origins"}
+ENV_SECRETS = {"BGREMOVE_IMAGE_ID_SECRET": "image_id_secret"}
 
 
 class _Frozen(BaseModel):
@@ -54,6 +56,8 @@ class IngressLimits(_Frozen):
     model_side: int = 1024
     # How long an ingress replica trusts its own memory of an image record before asking the store again.
     recent_image_s: float = 10.0
+    # Uploads decoded at once per ingress replica; each holds a few copies of its pixels while it decodes.
+    max_concurrent_decodes: int = 2
 
 
 class GuardConfig(_Frozen):
@@ -65,11 +69,15 @@ class GuardConfig(_Frozen):
     max_body_bytes: int = 31 * 1000 * 1000  # the whole request: the image limit plus room for the form fields
     request_timeout_s: float = 50.0  # then 503 + Retry-After; keep below the proxy's request_timeout_s
     max_inflight: int = 48  # API requests per ingress replica; keep below the Ingress max_ongoing_requests
+    # Key of the HMAC that scopes image ids per API key; every ingress replica must hold the same one.
+    image_id_secret: str = Field("", repr=False)
 
 
 class ImageStoreConfig(_Frozen):
     ttl_s: float = 30 * 60
     max_bytes: int = 2048 * MiB
+    # Per API key (records with an owner): past it a key's own oldest uploads go first. 0: no per-key limit.
+    max_bytes_per_owner: int = 0
 
 
 class PostprocessConfig(_Frozen):
@@ -103,18 +111,24 @@ class AppArgs(BaseModel):
     max_upload_mb: float = 30.0
     max_megapixels: float = 25.0
     max_points: int = 64
+    max_concurrent_decodes: int = Field(2, ge=1, description="uploads decoded at once per ingress replica (each "
+                                        "holds ~12 bytes per pixel while it decodes); the rest wait their turn")
     image_ttl_s: float = 30 * 60
     image_store_mb: int = 2048
+    image_store_key_mb: int = Field(512, ge=0, description="with API keys: stored-image bytes per key (its own "
+                                    "oldest uploads are evicted past it); 0: no per-key limit")
     api_keys: list[str] = Field(default_factory=list, description="accepted `Authorization: Bearer` keys; "
                                 "empty: open (also BGREMOVE_API_KEYS, comma-separated)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a "
                                     "browser; empty: CORS off (also BGREMOVE_CORS_ORIGINS)")
     request_timeout_s: float = Field(50.0, gt=0, description="an API request still unanswered then gets 503")
     max_inflight_requests: int = Field(48, ge=1, description="API requests per ingress replica before 503")
+    image_id_secret: str | None = Field(None, repr=False, description="HMAC key that scopes image ids per API key "
+                                        "(also BGREMOVE_IMAGE_ID_SECRET); unset: generated once per deploy")
 
     def with_env(self, environ: dict[str, str] | None = None) -> "AppArgs":
         environ = os.environ if environ is None else environ
-        updates = {field: environ[var] for var, field in ENV_OVERRIDES.items() if environ.get(var)}
+        updates = {field: environ[var] for var, field in {**ENV_OVERRIDES, **ENV_SECRETS}.items() if environ.get(var)}
         updates.update({field: [item.strip() for item in environ[var].split(",") if item.strip()]
                         for var, field in ENV_LIST_OVERRIDES.items() if environ.get(var, "").strip()})
         return self.model_validate({**self.model_dump(), **updates}) if updates else self
@@ -131,10 +145,12 @@ class AppArgs(BaseModel):
     def limits(self) -> IngressLimits:
         return IngressLimits(max_upload_bytes=int(self.max_upload_mb * 1000 * 1000),
                              max_pixels=int(self.max_megapixels * 1_000_000), max_points=self.max_points,
-                             recent_image_s=min(10.0, self.image_ttl_s / 4))
+                             recent_image_s=min(10.0, self.image_ttl_s / 4),
+                             max_concurrent_decodes=self.max_concurrent_decodes)
 
     def image_store(self) -> ImageStoreConfig:
-        return ImageStoreConfig(ttl_s=self.image_ttl_s, max_bytes=self.image_store_mb * MiB)
+        return ImageStoreConfig(ttl_s=self.image_ttl_s, max_bytes=self.image_store_mb * MiB,
+                                max_bytes_per_owner=self.image_store_key_mb * MiB)
 
     def postprocess(self) -> PostprocessConfig:
         return PostprocessConfig(threads=self.postprocess_threads, png_level=self.png_level,
@@ -147,4 +163,7 @@ class AppArgs(BaseModel):
             cors_origins=tuple(origin.strip() for origin in self.cors_origins if origin.strip()),
             max_body_bytes=int(self.max_upload_mb * 1000 * 1000) + 1_000_000,
             request_timeout_s=self.request_timeout_s, max_inflight=self.max_inflight_requests,
+            # Generated here, in the one build of a deploy, it reaches every ingress replica (on every node) through
+            # the deployment's arguments; a new deploy draws a new one unless it is configured.
+            image_id_secret=self.image_id_secret or secrets.token_hex(32),
         )

@@ -50,9 +50,8 @@ class LocalStages:
         self.segmenter.cache.put(image_id, embedding)
         return False
 
-    async def remember(self, image_id, full, model, alpha) -> bool:
-        nbytes = full.nbytes + (0 if model is full else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
-        return self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full, model, alpha, nbytes))
+    async def remember(self, record: StoredImage) -> bool:
+        return self.store.put(record)
 
     async def recall(self, image_id):
         return self.store.get(image_id)

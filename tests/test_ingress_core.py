@@ -71,3 +71,79 @@ def test_an_unknown_image_id_is_a_404_that_says_upload_again():
     with pytest.raises(errors.ApiError) as caught:
         asyncio.run(core.cutout(image_id="f" * 32, points=[[1, 2]]))
     assert caught.value.status == 404 and "upload" in caught.value.message
+
+
+# -- uploads belong to the API key that sent them ----------------------------------------------------------------
+
+class RecordingStages:
+    """An image store in a dict and a model that always reports a cache hit (as if another key had sent the photo),
+    recording the embedding ids it is asked for."""
+
+    def __init__(self):
+        self.records, self.embedding_ids = {}, []
+
+    def share(self, array):
+        return ImageRef.local(array)
+
+    async def segment(self, request):
+        self.embedding_ids.append(request.image_id)
+        return request
+
+    async def render(self, seg, image, options, source_alpha):
+        request = await seg
+        return Cutout(data=b"png", media_type="image/png", width=8, height=6, score=1.0, image_id=request.image_id,
+                      cache_hit=True, timings_ms={"embed": 900.0, "fetch": 3.0, "mask": 20.0})
+
+    async def warm(self, image_id, image):
+        self.embedding_ids.append(image_id)
+        return True
+
+    async def remember(self, record):
+        self.records[record.image_id] = record
+        return True
+
+    async def recall(self, image_id):
+        return self.records.get(image_id)
+
+
+def test_with_keys_an_upload_belongs_to_its_key_and_the_shared_cache_stays_hidden():
+    from deployments.imaging import image_id_of
+    from images import jpeg
+
+    data = jpeg(64, 48, seed=3)
+    content_id = image_id_of(data)
+    stages = RecordingStages()
+    core = IngressCore(stages, IngressLimits(), id_secret="server-secret")
+    key_a, key_b = "a" * 64, "b" * 64  # SHA-256 digests of two API keys, as the guard passes them
+
+    async def scenario():
+        by_a = await core.cutout(image=data, points=[[5, 5]], owner=key_a)
+        by_b = await core.cutout(image=data, points=[[5, 5]], owner=key_b)
+        # The same photo: one embedding (content hash) underneath, a different id per key, neither the hash.
+        assert stages.embedding_ids == [content_id, content_id]
+        assert len({by_a.image_id, by_b.image_id, content_id}) == 3
+        # The model said "hit" (B's photo was cached by A's upload); a request with a photo never says so with keys,
+        # nor shows the timings that only a miss has.
+        assert not by_b.cache_hit and not {"embed", "fetch"} & set(by_b.timings_ms) and "mask" in by_b.timings_ms
+        # B cannot click on A's upload by A's id (nor A on B's), though the store holds both.
+        for owner, other in ((key_b, by_a.image_id), (key_a, by_b.image_id)):
+            with pytest.raises(errors.ApiError) as caught:
+                await core.cutout(image_id=other, points=[[5, 5]], owner=owner)
+            assert caught.value.status == 404
+        core.recent = RecentImages()  # also when the record comes from the store rather than this replica's memory
+        with pytest.raises(errors.ApiError):
+            await core.cutout(image_id=by_a.image_id, points=[[5, 5]], owner=key_b)
+        # Its own id works, and a click by id reports the cache as it is.
+        again = await core.cutout(image_id=by_a.image_id, points=[[5, 5]], owner=key_a)
+        assert again.image_id == by_a.image_id and again.cache_hit
+        # Another replica with the same secret derives the same id; another secret does not.
+        twin = IngressCore(RecordingStages(), IngressLimits(), id_secret="server-secret")
+        assert (await twin.upload(data, owner=key_a)).image_id == by_a.image_id
+        other = IngressCore(RecordingStages(), IngressLimits(), id_secret="another-secret")
+        assert (await other.upload(data, owner=key_a)).image_id != by_a.image_id
+        # Without keys nothing changes: the id is the content hash, the cache is reported as it is.
+        open_core = IngressCore(RecordingStages(), IngressLimits(), id_secret="server-secret")
+        plain = await open_core.cutout(image=data, points=[[5, 5]])
+        assert plain.image_id == content_id and plain.cache_hit and "embed" in plain.timings_ms
+
+    asyncio.run(scenario())

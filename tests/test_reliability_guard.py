@@ -9,7 +9,7 @@ import hashlib
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from deployments import http_guard
@@ -294,3 +294,21 @@ def test_downstream_failures_map_to_retryable_503s():
         assert error is not None and error.status == 503 and error.headers["Retry-After"], exc
     assert as_api_error(ValueError("a bug")) is None
     assert as_api_error(RayServeException("something else")) is None
+
+
+async def test_the_guard_tells_the_routes_which_key_a_request_carried():
+    def app_with(config: GuardConfig) -> FastAPI:
+        app = FastAPI()
+        app.add_middleware(http_guard.RequestGuard, config=config)
+
+        @app.post("/v1/whoami")
+        async def whoami(request: Request, points: str = Form("")):
+            return {"key": http_guard.api_key_of(request)}
+
+        return app
+
+    async with client(app_with(keyed())) as c:
+        answer = await c.post("/v1/whoami", data={"points": "1"}, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.json()["key"] == hashlib.sha256(KEY.encode()).hexdigest()
+    async with client(app_with(GuardConfig())) as c:  # no keys: no owner, uploads stay unscoped
+        assert (await c.post("/v1/whoami", data={"points": "1"})).json()["key"] == ""

@@ -84,3 +84,21 @@ def test_ingress_recent_images_bounded_by_age_entries_and_bytes():
     assert recent.get("a") is None and recent.get("big") is not None
     clock.now = 5.0
     assert recent.get("big") is None  # too old to trust: the store is asked again
+
+
+def owned(image_id: str, nbytes: int, owner: str) -> StoredImage:
+    pixels = ImageRef.local(np.zeros((2, 2, 3), np.uint8))
+    return StoredImage(image_id, 2, 2, pixels, pixels, None, nbytes, content_id="c" + image_id, owner=owner)
+
+
+def test_a_key_past_its_quota_evicts_its_own_uploads_not_other_keys():
+    store = ImageStore(ImageStoreConfig(ttl_s=100, max_bytes=1000, max_bytes_per_owner=300))
+    assert store.put(owned("a1", 200, "key-a"))
+    for i in range(20):  # key b floods the store
+        assert store.put(owned(f"b{i}", 100, "key-b"))
+    assert store.get("a1") is not None  # a's upload survives
+    assert store.owner_bytes == {"key-a": 200, "key-b": 300} and store.bytes == 500
+    assert [store.get(f"b{i}") is not None for i in (16, 17, 18, 19)] == [False, True, True, True]
+    assert not store.put(owned("b-big", 301, "key-b"))  # larger than a key's whole quota
+    assert store.put(owned("open", 900, ""))  # without keys (no owner) only the store's budget applies
+    assert store.get("a1") is None and store.owner_bytes == {"": 900, "key-b": 100}  # then least recently used
