@@ -11,6 +11,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Literal, Protocol
 
@@ -99,14 +100,15 @@ class IngressCore:
         self.limits = limits
         self._id_secret = (id_secret or secrets.token_hex(32)).encode()
         self.recent = RecentImages(fresh_s=limits.recent_image_s)
-        self._decoding = asyncio.Semaphore(limits.max_concurrent_decodes)
+        # The decode threads are the bound (a semaphore would be released by a request that timed out while its
+        # thread, which cannot be stopped, still decodes); the other uploads wait in the pool's queue.
+        self._decoders = ThreadPoolExecutor(limits.max_concurrent_decodes, thread_name_prefix="decode")
 
     async def _decode_and_share(self, data: bytes, owner: str) -> StoredImage:
         """Decoded pixels live here only until they are shared (in Ray: copied to the object store), so a burst of
         large uploads holds at most max_concurrent_decodes images' worth of decoding memory in this replica."""
-        async with self._decoding:
-            decoded = await asyncio.to_thread(decode, data, self.limits)
-            return self._share(decoded, owner)
+        decoded = await asyncio.get_running_loop().run_in_executor(self._decoders, decode, data, self.limits)
+        return self._share(decoded, owner)
 
     async def upload(self, data: bytes, owner: str = "") -> StoredImage:
         """Stores an image for later clicks and warms its embedding (POST /v1/images)."""

@@ -61,6 +61,22 @@ def app_url(serve_instance):
     return serve_instance
 
 
+API_KEYS = ("key-a-0123456789abcdef", "key-b-0123456789abcdef")
+
+
+@pytest.fixture(scope="session")
+def keyed_app_url(serve_instance):
+    """The real application with two API keys (API_KEYS), one replica per stage, under the route prefix /keyed
+    (the web page is then at /keyed/)."""
+    from ray import serve
+
+    from serve_app.app import compose
+    from serve_app.config import AppArgs
+
+    serve.run(compose(AppArgs(**TEST_ARGS, api_keys=list(API_KEYS))), name="bgremove_keyed", route_prefix="/keyed")
+    return serve_instance + "/keyed"
+
+
 @pytest.fixture(scope="session")
 def metrics_url(serve_instance) -> str:
     """Ray's Prometheus endpoint on this node."""

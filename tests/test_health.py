@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.health import CachedProbe
 from images import jpeg
+from reliability import report
 
 
 class Clock:
@@ -117,11 +118,14 @@ def test_a_flood_of_health_checks_costs_the_segmenter_a_few_probes(app_url, metr
     click, checks, elapsed = asyncio.run(flood())
     assert click.status_code == 200, click.text  # the paying click is served during the flood
     statuses = [r.status_code for r in checks]
-    assert statuses.count(200) == 500, {s: statuses.count(s) for s in set(statuses)}
+    # Past the Ingress's queue bound Serve's proxy sheds some of them with its own 503 + Retry-After.
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= 250, {s: statuses.count(s) for s in set(statuses)}
+    assert all("retry-after" in r.headers for r in checks if r.status_code == 503)
     after = settled(metrics_url, at_least=before + 1)
     # Each ingress replica probes at most once per HEALTH_MAX_AGE_S (plus one at each end); the click is one call.
     ingress_replicas = 2
     bound = 1 + ingress_replicas * (elapsed / HEALTH_MAX_AGE_S + 2)
     spent = after - before
-    print(f"500 concurrent /healthz + 1 click in {elapsed:.1f} s: {spent:.0f} segmenter calls (bound {bound:.0f})")
+    report("health", f"500 concurrent /healthz + 1 click in {elapsed:.1f} s: {statuses.count(200)} x 200, "
+                     f"{statuses.count(503)} x 503 (proxy queue full); {spent:.0f} segmenter calls (bound {bound:.0f})")
     assert 1 <= spent <= bound

@@ -147,3 +147,37 @@ def test_with_keys_an_upload_belongs_to_its_key_and_the_shared_cache_stays_hidde
         assert plain.image_id == content_id and plain.cache_hit and "embed" in plain.timings_ms
 
     asyncio.run(scenario())
+
+
+def test_at_most_max_concurrent_decodes_run_at_once_even_when_callers_give_up(monkeypatch):
+    import threading
+    import time as clock
+
+    from deployments import ingress
+    from images import jpeg
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow_decode(data, limits):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        clock.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real_decode(data, limits)
+
+    real_decode = ingress.decode
+    monkeypatch.setattr(ingress, "decode", slow_decode)
+    core = IngressCore(RecordingStages(), IngressLimits(max_concurrent_decodes=2))
+
+    async def burst():
+        uploads = [asyncio.ensure_future(core.upload(jpeg(32, 24, seed=i))) for i in range(12)]
+        await asyncio.sleep(0.01)
+        for task in uploads[:4]:  # clients that gave up (a deadline): their decodes may still be running
+            task.cancel()
+        return await asyncio.gather(*uploads, return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert sum(not isinstance(r, BaseException) for r in results) == 8
+    assert peak[0] == 2

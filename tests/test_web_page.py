@@ -1,6 +1,7 @@
 """The click-to-cut page at `/`, driven in Debian's headless Chromium by Playwright against the real Ray Serve
 app: upload, two clicks (keep, then exclude by right-click), the overlay changes, the PNG download is RGBA at
-the photo's size, a refusal shows the server's message, and the page fits a phone's width.
+the photo's size, a refusal shows the server's message, the page fits a phone's width, and with API keys on it
+sends the key typed into its field.
 
 Screenshots land in test-artifacts/ (gitignored) for a person to look at.
 """
@@ -151,10 +152,43 @@ def test_page_fits_a_phone(app_url, browser_page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "web-page-phone.png"), full_page=True)
 
 
+def test_page_sends_the_api_key_from_its_field_when_keys_are_on(keyed_app_url, browser_page, tmp_path):
+    """With keys on, the page asks for one (the 401's message, the key field opened), keeps what is typed in this
+    tab's session storage (a reload keeps it, local storage stays empty) and sends it as Authorization: Bearer."""
+    from conftest import API_KEYS
+
+    page, console_errors = browser_page
+    photo_path = tmp_path / "photo.png"
+    photo_path.write_bytes(png(320, 240, seed=8))
+    page.goto(keyed_app_url + "/")  # under a route prefix: the page's relative URLs go to this app
+    assert page.locator("#key-panel").get_attribute("open") is None
+    page.set_input_files("#file", str(photo_path))
+    page.wait_for_selector("#alert:not([hidden])")
+    assert "API key" in page.locator("#alert").inner_text()  # the server's 401 message
+    assert page.locator("#key-panel").get_attribute("open") is not None and page.locator("#api-key").is_visible()
+
+    sent = []
+    page.on("request", lambda request: sent.append(request.headers.get("authorization")) if "/v1/" in request.url
+            else None)
+    page.fill("#api-key", API_KEYS[0])
+    page.reload()  # the key outlives a reload of this tab
+    assert page.input_value("#api-key") == API_KEYS[0]
+    assert page.evaluate("[sessionStorage.getItem('bgremove.apiKey'), localStorage.length]") == [API_KEYS[0], 0]
+    page.set_input_files("#file", str(photo_path))
+    page.wait_for_function("document.getElementById('stage').dataset.imageId")
+    before = overlay_state(page)
+    click_photo(page, 0.5, 0.5)
+    first = wait_for_mask(page, before["version"], 1)
+    assert 0 < first["covered"] < first["pixels"]
+    assert page.locator("#alert").is_hidden()
+    assert sent and all(value == f"Bearer {API_KEYS[0]}" for value in sent), sent
+    assert console_errors == []
+
+
 def test_page_and_assets_are_served(app_url):
     page = httpx.get(app_url + "/", timeout=30)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '<script src="/static/app.js"' in page.text
+    assert '<script src="static/app.js"' in page.text
     script = httpx.get(app_url + "/static/app.js", timeout=30)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert "/v1/cutout" in script.text

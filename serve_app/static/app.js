@@ -5,6 +5,9 @@
 
 const $ = (id) => document.getElementById(id);
 const TINT = [30, 144, 255]; // overlay colour of the kept object
+// The API key, when the service has keys: this tab's session storage only (gone when the tab closes, never shared
+// with other tabs or written to disk as localStorage would be).
+const KEY_STORAGE = "bgremove.apiKey";
 const OVERLAY_OPACITY = 0.55;
 
 const state = {
@@ -42,14 +45,32 @@ function setStatus(text) { $("status").textContent = text; }
 
 function setBusy(on) { $("busy").hidden = !on; }
 
+function apiKey() { return sessionStorage.getItem(KEY_STORAGE) || ""; }
+
+function saveKey() {
+  const key = $("api-key").value.trim();
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+}
+
+function askForKey() {
+  $("key-panel").open = true;
+  $("api-key").focus();
+}
+
 async function post(path, form, signal) {
+  // Relative paths: under a route prefix the API is there too.
+  const headers = {};
+  const key = apiKey();
+  if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
-    response = await fetch(path, { method: "POST", body: form, signal });
+    response = await fetch(path, { method: "POST", body: form, signal, headers });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new Error("cannot reach the service; check that it is running and try again");
   }
+  if (response.status === 401) askForKey();
   if (!response.ok) throw new Error(await errorMessage(response));
   return response;
 }
@@ -77,7 +98,7 @@ async function upload(file) {
   const form = new FormData();
   form.append("image", file);
   try {
-    const info = await (await post("/v1/images", form)).json();
+    const info = await (await post("v1/images", form)).json();
     Object.assign(state, { imageId: info.image_id, width: info.width, height: info.height });
     setStatus(`${info.width} × ${info.height} · click the object you want to keep`);
     $("stage").dataset.imageId = info.image_id;
@@ -176,7 +197,7 @@ async function update() {
   const started = performance.now();
   try {
     // The single-channel mask is all the overlay needs: small to send, quick to draw.
-    const response = await post("/v1/cutout", cutoutForm({ mask_only: "true", format: "png" }), controller.signal);
+    const response = await post("v1/cutout", cutoutForm({ mask_only: "true", format: "png" }), controller.signal);
     const blob = await response.blob();
     if (request !== state.request) return;
     const bitmap = await createImageBitmap(blob);
@@ -302,7 +323,7 @@ async function download(event) {
   setBusy(true);
   setStatus("Making the full-resolution cut-out…");
   try {
-    const response = await post("/v1/cutout", cutoutForm(extra));
+    const response = await post("v1/cutout", cutoutForm(extra));
     const blob = await response.blob();
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
@@ -323,6 +344,8 @@ async function download(event) {
 // -- wiring --------------------------------------------------------------------------------------------------
 
 function init() {
+  $("api-key").value = apiKey();
+  $("api-key").addEventListener("input", saveKey);
   const drop = $("drop");
   $("file").addEventListener("change", () => upload($("file").files[0]));
   for (const name of ["dragenter", "dragover"]) {
