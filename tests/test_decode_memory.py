@@ -88,12 +88,13 @@ def test_20_concurrent_25mp_rgba_uploads_keep_the_ingress_memory_bounded(app_url
         sampler.done.set()
         sampler.join()
     statuses = [r.status_code for r in answers]
-    # On a busy CPU the request deadline (50 s) may answer some with 503 + Retry-After; their decodes run anyway (a
-    # thread cannot be stopped), still within the bound. At least one must have come through whole.
-    assert set(statuses) <= {200, 503} and statuses.count(200) >= 1, [r.text[:200] for r in answers]
+    # On a busy CPU the request deadline (50 s, which includes the encoder pass of /v1/images) may answer some or
+    # all with 503 + Retry-After; the decodes that had started run to their end anyway (a thread cannot be stopped).
+    assert set(statuses) <= {200, 503}, [r.text[:200] for r in answers]
     assert all("retry-after" in r.headers for r in answers if r.status_code == 503)
-    assert {r.json()["width"] for r in answers if r.status_code == 200} == {5000}
+    assert {r.json()["width"] for r in answers if r.status_code == 200} <= {5000}
     growth = {pid: sampler.peak[pid] - sampler.before[pid] for pid in sampler.pids}
+    assert max(growth.values()) > 150 * MiB, growth  # a 25 MP decode did run in a measured replica
     report("memory", f"{UPLOADS} concurrent 25 MP RGBA PNG uploads ({len(data) / 1e6:.1f} MB each): "
                      f"{statuses.count(200)} x 200; ingress replicas' private memory before "
                      f"{[round(sampler.before[p] / MiB) for p in sampler.pids]} MiB, peak growth "
