@@ -28,9 +28,7 @@ import numpy as np
 from deployments.imaging import decode
 from deployments.messages import OutputOptions, Prompt, SegmentResult
 from deployments.output_options import parse_output_options
-from deployments.postprocess import Postprocessor
 from deployments.prompts import parse_model_prompt
-from deployments.segmenter import Segmenter
 
 from . import errors
 from .config import AppArgs, IngressLimits, PostprocessConfig, SegmenterConfig
@@ -60,6 +58,7 @@ class Job:
     actors: int = 0  # segmenter actors; 0: one per GPU in the cluster, else 1
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_actor: float = 1.0
+    cpu_tasks: int = 0  # decode and render tasks at once, each; 0: two per segmenter actor
     retry_failed: bool = False  # also redo the photos errors.jsonl lists
     progress: bool = True
 
@@ -248,6 +247,8 @@ class SegmentStage:
     """Actor: one Segmenter (the model loaded once), one encoder pass per batch, the mask decoder per photo."""
 
     def __init__(self, config: SegmenterConfig):
+        from deployments.segmenter import Segmenter  # torch and sam2: imported where the model runs only
+
         self.segmenter = Segmenter(config, progress=False)
 
     def __call__(self, batch):
@@ -278,7 +279,9 @@ class SegmentStage:
 
 
 @functools.lru_cache(maxsize=2)
-def _postprocessor(config: PostprocessConfig) -> Postprocessor:
+def _postprocessor(config: PostprocessConfig):
+    from deployments.postprocess import Postprocessor
+
     return Postprocessor(config)
 
 
@@ -471,18 +474,22 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
     gpus = job.gpus_per_actor if job.gpus_per_actor is not None else (1 if cluster_gpus else 0)
     actors = job.actors or (max(1, int(cluster_gpus / gpus)) if gpus else 1)
     batch_size = job.batch_size or (8 if gpus else 2)
+    # Bounded so that a cluster with many CPUs does not start a worker process (and its imports) per CPU for
+    # stages that only need to keep the segmenter fed.
+    cpu_tasks = job.cpu_tasks or 2 * actors
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar below, over photos, instead of one per operator
 
     rows = [{"photo": json.dumps(photo.__dict__)} for photo in todo]
     dataset = (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // 2 or 1)))
-        .map_batches(prepare_batch, fn_kwargs={"limits": args.limits()}, batch_size=1, num_cpus=0.5)
+        .map_batches(prepare_batch, fn_kwargs={"limits": args.limits()}, batch_size=1, num_cpus=1,
+                     compute=ray.data.TaskPoolStrategy(size=cpu_tasks))
         .map_batches(SegmentStage, fn_constructor_kwargs={"config": args.segmenter()}, batch_size=batch_size,
                      batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
                      num_cpus=job.cpus_per_actor)
         .map_batches(render_batch, fn_kwargs={"config": args.postprocess(), "output": job.output}, batch_size=1,
-                     num_cpus=0.5)
+                     num_cpus=1, compute=ray.data.TaskPoolStrategy(size=cpu_tasks))
     )
     workers: dict[int, dict] = {}
     with tqdm(total=len(todo), unit="photo", disable=not job.progress, desc="bgremove batch") as bar:

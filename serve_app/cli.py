@@ -138,6 +138,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     model = {k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}.items() if v}
     job = batch.Job(input=args.input, output=args.output, options=options, args=AppArgs(**model),
                     batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                    cpu_tasks=args.cpu_tasks,
                     retry_failed=args.retry_failed, progress=not args.no_progress)
     if args.address:
         import ray
@@ -231,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch_cmd.add_argument("--actors", type=int, default=0, help="segmenter actors (default: one per GPU, else 1)")
     batch_cmd.add_argument("--batch-size", dest="batch_size", type=int, default=0,
                            help="photos per encoder pass (default: 8 on GPUs, 2 on CPUs)")
-    batch_cmd.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=None)
+    batch_cmd.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=None,
+                           help="default: 1 when the cluster has GPUs, else 0")
+    batch_cmd.add_argument("--cpu-tasks", dest="cpu_tasks", type=int, default=0,
+                           help="decode and render tasks at once, each (default: two per actor)")
     batch_cmd.add_argument("--retry-failed", dest="retry_failed", action="store_true",
                            help="also redo the photos that errors.jsonl lists")
     batch_cmd.add_argument("--no-progress", dest="no_progress", action="store_true")
