@@ -452,9 +452,7 @@ def run(job: Job) -> Summary:
     summary = Summary(total=len(todo) + len(kept) + skipped, skipped=skipped)
     if todo:
         if not ray.is_initialized():
-            from .local_ray import init_local_ray
-
-            init_local_ray(include_dashboard=False, log_to_driver=False)
+            _start_local_ray()
         summary.workers = _execute(job, todo, log, summary)
     log.flush(force=True)
     summary.failed = len(log.rows)
@@ -462,6 +460,21 @@ def run(job: Job) -> Summary:
     summary.images_per_second = round(summary.done / summary.seconds, 3) if summary.seconds else 0.0
     summary.driver_max_rss_mb = round(_max_rss_mb(), 1)
     return summary
+
+
+def _start_local_ray(attempts: int = 2) -> None:
+    """Ray gives a new local raylet 30 s (fixed) to register; a machine busy with other work may need longer."""
+    import ray
+
+    from .local_ray import init_local_ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return init_local_ray(include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
 
 
 def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> list[dict]:

@@ -220,10 +220,12 @@ def test_bad_arguments_exit_2(tmp_path):
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "file")]) == 2
 
 
-def _cli(source: Path, out: Path, env: dict) -> subprocess.Popen:
+def _cli(source: Path, out: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "serve_app.cli", "batch", str(source), "-o", str(out), "--model", "tiny",
                "--checkpoint", "random", "--device", "cpu", "--batch-size", "1", "--no-progress"]
-    # Its own session: every process it starts (Ray's too) can be ended with it.
+    # A private Ray temp dir: this job's own local Ray, never another one found on the machine. Its own session:
+    # every process it starts (Ray's too) can be ended with it.
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="bgb"), "RAY_ADDRESS": ""}
     return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -235,10 +237,7 @@ def test_a_job_killed_midway_completes_on_rerun_without_redoing_or_duplicating(t
     names = [f"p{i:02d}.jpg" for i in range(8)]
     for i, name in enumerate(names):
         (source / name).write_bytes(jpeg(160, 120, seed=i))
-    # A private Ray temp dir: this job's own local Ray, never another one found on the machine.
-    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="bgb"), "RAY_ADDRESS": ""}
-
-    first = _cli(source, out, env)
+    first = _cli(source, out)
     try:
         deadline = time.monotonic() + 600
         while len(list(out.glob("*.png"))) < 2 and first.poll() is None and time.monotonic() < deadline:
@@ -256,7 +255,7 @@ def test_a_job_killed_midway_completes_on_rerun_without_redoing_or_duplicating(t
     assert 2 <= len(finished) < len(names)
     print(f"\n[batch] killed after {len(finished)} of {len(names)} photos")
 
-    second = _cli(source, out, env)
+    second = _cli(source, out)
     try:
         output, _ = second.communicate(timeout=900)
     finally:
