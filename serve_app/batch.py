@@ -323,11 +323,20 @@ def _worker_stats(stage: str) -> dict:
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    return {"stage": stage, "pid": os.getpid(), "node": node, "max_rss_mb": round(_max_rss_mb(), 1)}
+    return {"stage": stage, "pid": os.getpid(), "node": node, "rss_mb": _rss_mb(), "max_rss_mb": _max_rss_mb()}
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return _max_rss_mb()
 
 
 def _max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kilobytes on Linux
 
 
 # -- the driver ---------------------------------------------------------------------------------------------------
@@ -398,8 +407,9 @@ class Summary:
     failed: int = 0  # rows in errors.jsonl (this run's and kept earlier ones)
     seconds: float = 0.0
     images_per_second: float = 0.0
-    driver_max_rss_mb: float = 0.0
-    workers: list = field(default_factory=list)  # per worker process: stage, pid, node, max RSS
+    driver_rss_mb: dict = field(default_factory=dict)  # start, first_result, end (resident now), max (peak)
+    workers: list = field(default_factory=list)  # per worker process: stage, node, pid, RSS at its first and
+    # last photo, peak, photos
 
     @property
     def exit_code(self) -> int:
@@ -407,6 +417,27 @@ class Summary:
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "worker_max_rss_mb": max((w["max_rss_mb"] for w in self.workers), default=0.0)}
+
+
+class WorkerMemory:
+    """RSS per worker process, from the stats each result row carries."""
+
+    def __init__(self):
+        self.by_process: dict[tuple, dict] = {}
+
+    def add(self, stats: dict) -> None:
+        key = (stats["node"], stats["pid"], stats["stage"])
+        seen = self.by_process.get(key)
+        if seen is None:
+            self.by_process[key] = {"stage": stats["stage"], "node": stats["node"], "pid": stats["pid"],
+                                    "first_rss_mb": stats["rss_mb"], "last_rss_mb": stats["rss_mb"],
+                                    "max_rss_mb": stats["max_rss_mb"], "photos": 1}
+        else:
+            seen.update(last_rss_mb=stats["rss_mb"], max_rss_mb=max(seen["max_rss_mb"], stats["max_rss_mb"]),
+                        photos=seen["photos"] + 1)
+
+    def rows(self) -> list[dict]:
+        return sorted(self.by_process.values(), key=lambda w: (w["stage"], w["node"], w["pid"]))
 
 
 def plan(job: Job) -> tuple[list[Photo], dict[str, dict], int]:
@@ -438,6 +469,7 @@ def run(job: Job) -> Summary:
     import ray.data
 
     start = time.perf_counter()
+    driver_start_rss = _rss_mb()
     try:
         parse_output_options(**{k: v for k, v in job.options.items() if k in OUTPUT_OPTIONS})
     except errors.ApiError as error:
@@ -458,7 +490,8 @@ def run(job: Job) -> Summary:
     summary.failed = len(log.rows)
     summary.seconds = round(time.perf_counter() - start, 2)
     summary.images_per_second = round(summary.done / summary.seconds, 3) if summary.seconds else 0.0
-    summary.driver_max_rss_mb = round(_max_rss_mb(), 1)
+    summary.driver_rss_mb = {"start": driver_start_rss, **summary.driver_rss_mb, "end": _rss_mb(),
+                             "max": _max_rss_mb()}
     return summary
 
 
@@ -504,7 +537,7 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
         .map_batches(render_batch, fn_kwargs={"config": args.postprocess(), "output": job.output}, batch_size=1,
                      num_cpus=1, compute=ray.data.TaskPoolStrategy(size=cpu_tasks))
     )
-    workers: dict[int, dict] = {}
+    memory = WorkerMemory()
     with tqdm(total=len(todo), unit="photo", disable=not job.progress, desc="bgremove batch") as bar:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["path"])):
@@ -515,8 +548,8 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
                 else:
                     log.add({"path": str(row["path"]), "status": int(row["status"]), "code": str(row["code"]),
                              "message": str(row["message"])})
-                for worker in json.loads(str(row["workers"])):
-                    key = (worker["node"], worker["pid"], worker["stage"])
-                    workers[key] = max(workers.get(key, worker), worker, key=lambda w: w["max_rss_mb"])
+                for stats in json.loads(str(row["workers"])):
+                    memory.add(stats)
+                summary.driver_rss_mb.setdefault("first_result", _rss_mb())
                 bar.update(1)
-    return sorted(workers.values(), key=lambda w: (w["stage"], w["node"], w["pid"]))
+    return memory.rows()
