@@ -269,3 +269,28 @@ def test_a_job_killed_midway_completes_on_rerun_without_redoing_or_duplicating(t
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(name.replace(".jpg", ".png") for name in names)  # no partial files, no duplicates
     assert {name: (out / name).stat().st_mtime_ns for name in finished} == finished  # not redone
+
+
+def test_rayjob_manifest_runs_the_batch_verb_on_the_service_image():
+    import shlex
+
+    import yaml
+
+    from serve_app.cli import build_parser
+
+    job = yaml.safe_load((ROOT / "cluster" / "rayjob-batch.yaml").read_text())
+    service = yaml.safe_load((ROOT / "cluster" / "rayservice.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["spec"]["shutdownAfterJobFinishes"] is True
+    command = shlex.split(job["spec"]["entrypoint"])
+    assert command[0] == "bgremove"
+    args = build_parser().parse_args(command[1:])  # exits (SystemExit) on a flag the verb does not have
+    assert args.verb == "batch" and args.batch_size > 4  # bigger encoder batches than the service's
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["rayVersion"] == service["spec"]["rayClusterConfig"]["rayVersion"]
+    images = {c["image"] for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+              for c in group["template"]["spec"]["containers"]}
+    service_cluster = service["spec"]["rayClusterConfig"]
+    assert images == {c["image"] for group in [service_cluster["headGroupSpec"], *service_cluster["workerGroupSpecs"]]
+                      for c in group["template"]["spec"]["containers"]}
+    (gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["rayStartParams"]["num-gpus"] == "1"

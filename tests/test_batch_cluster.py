@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 HEAD = {"num_cpus": 2}
 GPU_NODE = {"num_cpus": 1, "num_gpus": 1}
 PHOTOS = 8
+# A private Ray temp dir keeps other ray.init()s on this machine out of this cluster; a raylet waits for its
+# agents' ports this long (default 30 s, too short when other test runs share the two cores).
+ENV = {"RAY_TMPDIR": "", "RAY_agent_register_timeout_ms": "120000"}
 
 
 def start(make, attempts: int = 3):
@@ -59,10 +62,11 @@ def test_job_spreads_over_gpu_nodes_and_survives_losing_one(tmp_path):
     for i in range(PHOTOS):
         (source / f"p{i}.jpg").write_bytes(jpeg(160, 120, seed=i))
 
-    previous = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="bgc")  # keeps other ray.init()s on this machine out
-    cluster = start(lambda: Cluster(initialize_head=True, head_node_args={**HEAD, "include_dashboard": False}))
+    previous = {name: os.environ.get(name) for name in ENV}
+    os.environ.update(ENV, RAY_TMPDIR=tempfile.mkdtemp(prefix="bgc"))
+    cluster = None
     try:
+        cluster = start(lambda: Cluster(initialize_head=True, head_node_args={**HEAD, "include_dashboard": False}))
         gpu_nodes = {start(lambda: cluster.add_node(**GPU_NODE)) for _ in range(3)}
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
@@ -93,9 +97,11 @@ def test_job_spreads_over_gpu_nodes_and_survives_losing_one(tmp_path):
         assert len(segment_nodes) >= 2 and segment_nodes <= {n.node_id for n in gpu_nodes}
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
-        if previous is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
