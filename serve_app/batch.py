@@ -496,14 +496,22 @@ def run(job: Job) -> Summary:
 
 
 def _start_local_ray(attempts: int = 2) -> None:
-    """Ray gives a new local raylet 30 s (fixed) to register; a machine busy with other work may need longer."""
+    """The cluster RAY_ADDRESS names, else a local Ray (started again if its raylet missed Ray's fixed 30 s to
+    register, as on a machine busy with other work)."""
     import ray
 
     from .local_ray import init_local_ray
 
+    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or pointed at a cluster
+        ray.init(log_to_driver=False)
+        return
     for attempt in range(1, attempts + 1):
         try:
             return init_local_ray(include_dashboard=False, log_to_driver=False)
+        except ValueError as exc:  # ray.init() found a running local cluster: use it as it is
+            if "existing cluster" not in str(exc):
+                raise
+            return ray.init(log_to_driver=False)
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
             if attempt == attempts or "timed out during startup" not in str(exc):
                 raise

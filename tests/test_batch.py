@@ -266,6 +266,11 @@ def test_a_job_killed_midway_completes_on_rerun_without_redoing_or_duplicating(t
     assert second.returncode == 0, output
     summary = json.loads(next(line for line in output.splitlines() if line.startswith("{")))
     assert (summary["done"], summary["skipped"], summary["failed"]) == (len(names) - len(finished), len(finished), 0)
+    # Memory stays bounded: the driver holds no photos (its RSS does not grow between the first result and the
+    # end) and no worker goes past the size of a model plus a batch.
+    print(f"[batch] driver RSS {summary['driver_rss_mb']}, largest worker {summary['worker_max_rss_mb']} MB")
+    assert summary["driver_rss_mb"]["end"] - summary["driver_rss_mb"]["first_result"] < 100
+    assert summary["worker_max_rss_mb"] < 4096
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(name.replace(".jpg", ".png") for name in names)  # no partial files, no duplicates
     assert {name: (out / name).stat().st_mtime_ns for name in finished} == finished  # not redone
