@@ -495,7 +495,7 @@ def run(job: Job) -> Summary:
     return summary
 
 
-def _start_local_ray(attempts: int = 2) -> None:
+def _start_local_ray(attempts: int = 3) -> None:
     """The cluster RAY_ADDRESS names, else a local Ray (started again if its raylet missed Ray's fixed 30 s to
     register, as on a machine busy with other work)."""
     import ray
