@@ -33,7 +33,7 @@ from .imaging import DecodedImage, check_image_id, decode, scoped_image_id
 from .messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
 from .metrics import IngressMetrics
 from .output_options import check_output_size, parse_output_options
-from .prompts import parse_prompt
+from .prompts import parse_model_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +138,9 @@ class IngressCore:
             raise errors.bad_request("missing_image", "send the photo as `image`, or the `image_id` that "
                                      "POST /v1/images returned")
 
-        prompt = parse_prompt(points, labels, box, source.width, source.height, self.limits.max_points)
+        model_prompt = parse_model_prompt(points, labels, box, source.width, source.height, source.model.shape,
+                                          self.limits.max_points)
         check_output_size(options, source.width, source.height)
-        model_height, model_width = source.model.shape[:2]
-        model_prompt = prompt.scaled(model_width / source.width, model_height / source.height)
         seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
         if remembering is not None:

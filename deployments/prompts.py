@@ -98,3 +98,12 @@ def parse_prompt(points: Any, labels: Any, box: Any, width: int, height: int, ma
         raise errors.invalid_prompt("no_keep_point", "every point is an exclude point (label 0); add at least "
                                     "one keep point (label 1) or a box")
     return Prompt(points=point_array, labels=label_array, box=box_array)
+
+
+def parse_model_prompt(points: Any, labels: Any, box: Any, width: int, height: int, model_shape: tuple[int, ...],
+                       max_points: int) -> Prompt:
+    """Checks a prompt against the full-size photo and maps it onto the model copy (``model_shape``, H x W),
+    the pixels the segmenter sees. The ingress and the batch job both cut out what this returns."""
+    prompt = parse_prompt(points, labels, box, width, height, max_points)
+    model_height, model_width = model_shape[:2]
+    return prompt.scaled(model_width / width, model_height / height)

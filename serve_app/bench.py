@@ -415,6 +415,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         users, clicks = (int(v) for v in args.routing.split("x"))
         report["routing"] = bench_routing(args, users, clicks)
         return report
+    if args.batch or args.batch_memory:
+        from . import bench_batch
+
+        report["batch" if args.batch else "batch_memory"] = (
+            bench_batch.bench_batch(args) if args.batch else bench_batch.bench_memory(args))
+        return report
     if args.segmenter:
         precisions = args.precision.split(",") if args.precision else ["auto"]
         report["segmenter"] = bench_segmenter(args.model, args.checkpoint, args.device, sizes[0],
@@ -486,6 +492,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, help="write a latency-vs-concurrency PNG here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the JSON here")
+    from .bench_batch import add_arguments as add_batch_arguments
+
+    add_batch_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
   bgremove serve                       run the service locally (blocks)
   bgremove cut photo.jpg --point 120,340 -o cutout.png
+  bgremove batch photos/ -o cutouts/   a folder, glob or manifest as one Ray Data job (serve_app/batch.py)
   bgremove weights download --model tiny | bgremove weights list
   bgremove bench --model tiny                 JSON: first / repeat clicks, throughput, baseline
   bgremove edge-quality [--quick]      JSON: edge refinement vs plain upsampling on a synthetic set
@@ -129,6 +130,32 @@ def cmd_cut(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batch
+    from .config import AppArgs
+
+    options = {name: getattr(args, name) for name in batch.OUTPUT_OPTIONS if getattr(args, name) not in (None, False)}
+    model = {k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}.items() if v}
+    job = batch.Job(input=args.input, output=args.output, options=options, args=AppArgs(**model),
+                    batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                    cpu_tasks=args.cpu_tasks,
+                    retry_failed=args.retry_failed, progress=not args.no_progress)
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, log_to_driver=False)
+    try:
+        summary = batch.run(job)
+    except batch.JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.as_dict() if args.json else {k: v for k, v in summary.as_dict().items() if k != "workers"}))
+    print(f"{summary.done} cut out, {summary.skipped} already done, {summary.failed} failed "
+          f"(see {args.output.rstrip('/')}/{batch.ERRORS_FILE}), {summary.images_per_second:g} photos/s",
+          file=sys.stderr)
+    return summary.exit_code
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from . import weights
 
@@ -185,6 +212,35 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
     cut.add_argument("--timeout", type=float, default=120.0)
     cut.set_defaults(run=cmd_cut)
+
+    batch_cmd = verbs.add_parser("batch", help="cut out a folder, a glob or a JSONL manifest of photos (Ray Data)")
+    batch_cmd.add_argument("input", help="a folder (recursive), a glob ('photos/**/*.jpg') or a manifest (*.jsonl)")
+    batch_cmd.add_argument("-o", "--output", required=True, help="a folder or a filesystem URI (s3://...)")
+    batch_cmd.add_argument("--format", choices=["png", "webp", "jpeg"], default=None)
+    batch_cmd.add_argument("--background", default=None, help="fill colour, e.g. white or #ff0000")
+    batch_cmd.add_argument("--crop", action="store_true", help="crop to the subject")
+    batch_cmd.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
+    batch_cmd.add_argument("--mask-only", dest="mask_only", action="store_true")
+    batch_cmd.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma)")
+    batch_cmd.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
+    batch_cmd.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo")
+    batch_cmd.add_argument("--model", choices=["tiny", "small", "base_plus", "large"], default=None)
+    batch_cmd.add_argument("--checkpoint", default=None, help="auto | random | path | URL")
+    batch_cmd.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
+    batch_cmd.add_argument("--address", default=None, help="a running Ray cluster (default: RAY_ADDRESS, else a "
+                           "local Ray)")
+    batch_cmd.add_argument("--actors", type=int, default=0, help="segmenter actors (default: one per GPU, else 1)")
+    batch_cmd.add_argument("--batch-size", dest="batch_size", type=int, default=0,
+                           help="photos per encoder pass (default: 8 on GPUs, 2 on CPUs)")
+    batch_cmd.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=None,
+                           help="default: 1 when the cluster has GPUs, else 0")
+    batch_cmd.add_argument("--cpu-tasks", dest="cpu_tasks", type=int, default=0,
+                           help="decode and render tasks at once, each (default: two per actor)")
+    batch_cmd.add_argument("--retry-failed", dest="retry_failed", action="store_true",
+                           help="also redo the photos that errors.jsonl lists")
+    batch_cmd.add_argument("--no-progress", dest="no_progress", action="store_true")
+    batch_cmd.add_argument("--json", action="store_true", help="the summary with every worker's peak RSS")
+    batch_cmd.set_defaults(run=cmd_batch)
 
     weights_cmd = verbs.add_parser("weights", help="download or list SAM 2.1 checkpoints")
     weights_cmd.add_argument("action", choices=["download", "list"])

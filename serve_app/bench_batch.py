@@ -1,0 +1,100 @@
+"""`bgremove bench --batch`: the Ray Data job (serve_app/batch.py) against a plain serial loop over
+``serve_app.local.remove`` on the same photos, in the same run; and ``--batch-memory N``: one job over N small
+photos that reports the driver's and every worker's resident memory at the end.
+
+The loop runs before and after the job (the machine may be shared: the job is compared with both). The loop's
+model is loaded before it is timed; the job's time counts from ``batch.run`` (Ray already started, as on a
+cluster) and so includes starting its actors and loading their model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .samples import jpeg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", action="store_true", help="the Ray Data catalogue job against a serial loop")
+    parser.add_argument("--batch-set", default="1024x1024:6,4000x3000:2", metavar="WxH:N,...",
+                        help="with --batch: photo sizes and counts (default: 1 MP and 12 MP)")
+    parser.add_argument("--batch-size", type=int, default=0, help="with --batch: photos per encoder pass")
+    parser.add_argument("--batch-memory", type=int, default=0, metavar="N",
+                        help="one job over N photos of 320x240; the summary with every process's RSS")
+
+
+def _write_set(folder: Path, spec: str, seed: int) -> list[dict]:
+    """Photos of the given sizes and a manifest row for each, with a click at the centre."""
+    rows = []
+    for part in spec.split(","):
+        size, count = part.split(":")
+        width, height = (int(v) for v in size.lower().split("x"))
+        for i in range(int(count)):
+            name = f"{width}x{height}-{i}.jpg"
+            (folder / name).write_bytes(jpeg(width, height, seed=seed + len(rows)))
+            rows.append({"path": name, "points": [[width / 2, height / 2]]})
+    (folder / "set.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def _loop(folder: Path, rows: list[dict], model_args: dict) -> dict[str, Any]:
+    from .local import remove
+
+    start = time.perf_counter()
+    for row in rows:
+        remove(folder / row["path"], points=row["points"], **model_args)
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "images_per_second": round(len(rows) / seconds, 3)}
+
+
+def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+
+    from . import batch
+    from .config import AppArgs
+
+    model_args = {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}
+    report: dict[str, Any] = {"set": args.batch_set}
+    with tempfile.TemporaryDirectory(prefix="bgremove-bench-") as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        rows = _write_set(folder, args.batch_set, args.seed)
+        from .local import remove
+
+        remove(folder / rows[0]["path"], points=rows[0]["points"], **model_args)  # loads the loop's model
+        report["loop_before"] = _loop(folder, rows, model_args)
+        if not ray.is_initialized():
+            batch._start_local_ray()
+        job = batch.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
+                        batch_size=args.batch_size, progress=False)
+        summary = batch.run(job)
+        report["job"] = summary.as_dict()
+        report["loop_after"] = _loop(folder, rows, model_args)
+    loop_ips = [report[k]["images_per_second"] for k in ("loop_before", "loop_after")]
+    report["job_over_loop"] = round(summary.images_per_second / (sum(loop_ips) / 2), 3)
+    report["job_over_faster_loop"] = round(summary.images_per_second / max(loop_ips), 3)
+    return report
+
+
+def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+
+    from . import batch
+    from .config import AppArgs
+
+    model_args = {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}
+    with tempfile.TemporaryDirectory(prefix="bgremove-bench-") as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        _write_set(folder, f"320x240:{args.batch_memory}", args.seed)
+        if not ray.is_initialized():
+            batch._start_local_ray()
+        job = batch.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
+                        batch_size=args.batch_size, progress=False)
+        summary = batch.run(job)
+    return {"photos": args.batch_memory, "size": "320x240", "job": summary.as_dict()}
