@@ -480,3 +480,20 @@ def test_serve_build_writes_a_config_of_the_graph(tmp_path):
     assert set(built) == {"Ingress", "Segmenter", "Postprocess", "ImageStore"}
     assert built["Segmenter"]["max_ongoing_requests"] == 2
     assert "ConsistentHashRouter" in built["Segmenter"]["request_router_config"]["request_router_class"]
+
+
+def test_gpu_only_tests_are_skipped_without_cuda_and_run_by_the_gpu_script():
+    """tests/test_gpu.py skips itself (a skipif mark, so pytest reports why) where torch sees no CUDA device, and
+    scripts/gpu_check.sh, what a GPU machine runs, runs it."""
+    import ast
+
+    source = (ROOT / "tests/test_gpu.py").read_text()
+    assert "pytest.skip(" not in source
+    marks = next(node.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                 and any(getattr(target, "id", None) == "pytestmark" for target in node.targets))
+    skipifs = [call for call in ast.walk(marks) if isinstance(call, ast.Call)
+               and ast.unparse(call.func) == "pytest.mark.skipif"]
+    assert len(skipifs) == 1 and ast.unparse(skipifs[0].args[0]) == "not torch.cuda.is_available()"
+    script = (ROOT / "scripts/gpu_check.sh").read_text()
+    assert re.search(r"python3 -m pytest tests/test_gpu\.py\b", script)
+    assert subprocess.run(["bash", "-n", "scripts/gpu_check.sh"], cwd=ROOT).returncode == 0
