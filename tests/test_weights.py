@@ -147,6 +147,7 @@ def test_a_local_file_with_its_sha256_is_verified_and_loaded(checkpoint_file):
 
     args = AppArgs().with_env({"BGREMOVE_MODEL": "tiny", "BGREMOVE_CHECKPOINT": str(checkpoint_file),
                                "BGREMOVE_CHECKPOINT_SHA256": sha256(checkpoint_file)})
+    assert args.segmenter().checkpoint_sha256 == sha256(checkpoint_file)
     model = build_model(args.segmenter(), torch.device("cpu"))
     served = torch.load(checkpoint_file, weights_only=True)["model"]
     name = "sam_mask_decoder.output_upscaling.0.weight"
