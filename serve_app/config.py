@@ -127,7 +127,8 @@ class AppArgs(BaseModel):
     def segmenter(self) -> SegmenterConfig:
         return SegmenterConfig(
             model=self.model, checkpoint=self.checkpoint, checkpoint_sha256=self.checkpoint_sha256,
-            allow_unverified_checkpoint=self.allow_unverified_checkpoint, cache_dir=self.cache_dir, seed=self.seed, device=self.device, precision=self.precision,
+            allow_unverified_checkpoint=self.allow_unverified_checkpoint, cache_dir=self.cache_dir, seed=self.seed,
+            device=self.device, precision=self.precision,
             embedding_cache_bytes=self.embedding_cache_mb * MiB, torch_threads=self.segmenter_threads,
             max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
             cuda_graphs=self.cuda_graphs,
