@@ -87,6 +87,7 @@ def checks() -> list[str]:
     no_token = "env -u RAY_AUTH_MODE -u RAY_AUTH_TOKEN -u RAY_AUTH_TOKEN_PATH HOME=$PWD/stranger"
     return [
         "ss -H -ltn > listening.txt",
+        "cat \"$RAY_TMPDIR/ray/ray_current_cluster\" > cluster_address.txt",
         "stat -c %a ~/.ray/auth_token > token_mode.txt",
         "curl -s -o /dev/null -w '%{http_code}' -F image=@photo.jpg -F 'points=[[100, 200]]' "
         "http://127.0.0.1:8000/background-removal/remove > no_key_status.txt",
@@ -153,7 +154,8 @@ def test_readme_one_gpu_box_commands_work_with_token_authentication(workdir):
     assert read("wrong_token.rc").strip() != "0"
     assert "Invalid authentication token" in read("wrong_token.txt"), read("wrong_token.txt")[-2000:]
 
+    # `ray start` wrote the address a plain ray.init() joins into the private temp dir, not the machine's /tmp/ray.
+    assert read("cluster_address.txt").strip() == "127.0.0.1:6379"
     left = set(read("after_stop.txt").split())
     assert not left & {"raylet", "gcs_server"}, left
-    # Ray wrote its cluster address into the private temp dir, never where a plain ray.init() elsewhere looks.
-    assert (workdir / "raytmp/ray/ray_current_cluster").exists()
+    assert not (workdir / "raytmp/ray/ray_current_cluster").exists()  # `ray stop` removed it
