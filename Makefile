@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	# torch first: sam2 builds against it. (Where pip is capped to a local torch, plain ranges resolve to it.)
-	$(BIN)/pip install "torch>=2.5.1" "torchvision>=0.20"
+	# 2.6 or later: older torch.load(weights_only=True) could run code from a crafted file (CVE-2025-32434).
+	$(BIN)/pip install "torch>=2.6" "torchvision>=0.21"
 	# sam2 is an sdist with an optional CUDA extension: build it without CUDA and without an isolated
 	# build environment (which would download a second torch).
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-build-isolation "sam2>=1.1.0"

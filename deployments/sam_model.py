@@ -32,7 +32,8 @@ def build_model(config: SegmenterConfig, device: torch.device, progress: bool = 
     from sam2.build_sam import build_sam2  # importing sam2 registers its Hydra configs
 
     checkpoint = weights.resolve(config.model, config.checkpoint, config.checkpoint_sha256,
-                                 cache_dir=config.cache_dir, progress=progress, seed=config.seed)
+                                 cache_dir=config.cache_dir, progress=progress, seed=config.seed,
+                                 allow_unverified=config.allow_unverified_checkpoint)
     architecture = weights.OFFICIAL_CHECKPOINTS[config.model].config
     # The seed fixes the random initialisation, which *is* the weights when checkpoint is 'random'.
     with torch.random.fork_rng(devices=[]):

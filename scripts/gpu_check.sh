@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One GPU session's measurements (issues 4 and 8), run on the lent GPU machine from the repo root:
+# One GPU session's checks and measurements, run on the lent GPU machine from the repo root:
 #   carry .gpu-wheels (built by ../shared/gpu/make-carry.sh plus a zlib-ng wheel); results land in $OUT.
+# 0. tests/test_gpu.py, the GPU-only tests (skipped everywhere else): CUDA-graph encoder against eager, FP16
+#    masks against FP32, a real CUDA out-of-memory answered with 503. TESTS_ONLY=1 stops after them.
 # 1. the segmenter class alone: base_plus, 1024x768, FP32 / FP16 / BF16 / FP16 + CUDA-graph encoder,
 #    first click, repeat click, encoder per image in a batch of 8, masks' IoU against FP32, and the floor
 #    (sam2's SAM2ImagePredictor set_image + predict on the same model);
@@ -14,6 +16,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, ray, sam2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ray', ray.__version__)" | tee -a "$OUT/gpu.txt"
+echo "== GPU tests"; date
+timeout ${TEST_TIMEOUT:-600} python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider --junitxml "$OUT/test_gpu.xml" \
+  > "$OUT/test_gpu.log" 2>&1; echo "test_gpu rc=$?"
+tail -15 "$OUT/test_gpu.log"
+[ -n "${TESTS_ONLY:-}" ] && exit 0
 echo "== segmenter"; date
 timeout ${SEG_TIMEOUT:-120} python3 -m serve_app.cli bench --segmenter --model base_plus --device cuda \
   --precision ${PRECISIONS:-fp32,fp16,bf16,fp16+graph} --first-clicks 12 --sizes 1024x768 --output "$OUT/segmenter.json" \

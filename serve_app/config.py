@@ -1,7 +1,7 @@
 """Configuration kept as data: the application's arguments and the per-stage settings derived from them.
 
 ``AppArgs`` is what a Serve config's ``args:`` block (or ``build_app({...})``) holds. Environment variables
-``BGREMOVE_MODEL``, ``BGREMOVE_CHECKPOINT`` and ``BGREMOVE_DEVICE`` override it.
+``BGREMOVE_MODEL``, ``BGREMOVE_CHECKPOINT``, ``BGREMOVE_CHECKPOINT_SHA256`` and ``BGREMOVE_DEVICE`` override it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PngCompression = Literal["fast", "small"]
 
 MiB = 1 << 20
-ENV_OVERRIDES = {"BGREMOVE_MODEL": "model", "BGREMOVE_CHECKPOINT": "checkpoint", "BGREMOVE_DEVICE": "device"}
+ENV_OVERRIDES = {"BGREMOVE_MODEL": "model", "BGREMOVE_CHECKPOINT": "checkpoint", "BGREMOVE_DEVICE": "device",
+                 "BGREMOVE_CHECKPOINT_SHA256": "checkpoint_sha256"}
 # Comma-separated lists. Secrets belong in the environment rather than in a config file that `serve config` shows.
 ENV_LIST_OVERRIDES = {"BGREMOVE_API_KEYS": "api_keys", "BGREMOVE_CORS_ORIGINS": "cors_origins"}
 ENV_SECRETS = {"BGREMOVE_IMAGE_ID_SECRET": "image_id_secret"}
@@ -33,6 +34,8 @@ class SegmenterConfig(_Frozen):
     model: ModelSize = "base_plus"
     checkpoint: str = "auto"
     checkpoint_sha256: str | None = None
+    # A local file that is not an official one and has no checkpoint_sha256 loads only with this set.
+    allow_unverified_checkpoint: bool = False
     cache_dir: str | None = None
     seed: int = 0
     device: Device = "auto"
@@ -95,6 +98,8 @@ class AppArgs(BaseModel):
     model: ModelSize = "base_plus"
     checkpoint: str = Field("auto", description="auto | random | local path | https URL")
     checkpoint_sha256: str | None = None
+    allow_unverified_checkpoint: bool = Field(False, description="load a local checkpoint that is neither official "
+                                              "nor given a checkpoint_sha256 (logged as unverified)")
     cache_dir: str | None = None
     device: Device = "auto"
     precision: Precision = "auto"
@@ -136,7 +141,8 @@ class AppArgs(BaseModel):
     def segmenter(self) -> SegmenterConfig:
         return SegmenterConfig(
             model=self.model, checkpoint=self.checkpoint, checkpoint_sha256=self.checkpoint_sha256,
-            cache_dir=self.cache_dir, seed=self.seed, device=self.device, precision=self.precision,
+            allow_unverified_checkpoint=self.allow_unverified_checkpoint, cache_dir=self.cache_dir, seed=self.seed,
+            device=self.device, precision=self.precision,
             embedding_cache_bytes=self.embedding_cache_mb * MiB, torch_threads=self.segmenter_threads,
             max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
             cuda_graphs=self.cuda_graphs,

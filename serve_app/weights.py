@@ -3,9 +3,11 @@
 A checkpoint spec is one of
   * ``auto``            - Meta's official file for the model size, downloaded once into the cache dir;
   * ``random``          - seeded random weights for the real architecture (tests and load tests only);
-  * a local file path   - used as is (verified when its SHA-256 is known);
+  * a local file path   - verified against ``checkpoint_sha256``, or against Meta's digest when it bears an
+                          official file name; any other file is refused unless ``allow_unverified`` is set;
   * an http(s) URL      - downloaded into the cache dir, ``checkpoint_sha256`` required.
-Every file is verified by SHA-256 before ``torch.load(..., weights_only=True)`` sees it.
+Every file is verified by SHA-256 before ``torch.load(..., weights_only=True)`` sees it, except a local file that
+its owner explicitly loads unverified (``allow_unverified_checkpoint: true``), which is logged as such.
 """
 
 from __future__ import annotations
@@ -130,8 +132,10 @@ class ResolvedCheckpoint:
 
 
 def resolve(model_size: str, spec: str = AUTO, sha256: str | None = None, cache_dir: Path | None = None,
-            download_missing: bool = True, progress: bool = True, seed: int = 0) -> ResolvedCheckpoint:
-    """Turns a checkpoint spec into a verified local file (downloading it if needed)."""
+            download_missing: bool = True, progress: bool = True, seed: int = 0,
+            allow_unverified: bool = False) -> ResolvedCheckpoint:
+    """Turns a checkpoint spec into a verified local file (downloading it if needed). ``allow_unverified`` lets a
+    local file with no known SHA-256 through (logged); nothing else skips verification."""
     if model_size not in OFFICIAL_CHECKPOINTS:
         raise WeightsError(f"unknown model size {model_size!r}; choose one of {', '.join(MODEL_SIZES)}")
     spec = (spec or AUTO).strip()
@@ -168,9 +172,15 @@ def resolve(model_size: str, spec: str = AUTO, sha256: str | None = None, cache_
     expected = sha256 or next((c.sha256 for c in OFFICIAL_CHECKPOINTS.values() if c.filename == path.name), None)
     if expected:
         verify(path, expected)
+    elif allow_unverified:
+        logger.warning("checkpoint %s is loaded UNVERIFIED (allow_unverified_checkpoint is set): its SHA-256 is "
+                       "%s; set checkpoint_sha256 to that to verify it from now on", path, sha256_of(path))
     else:
-        logger.warning("checkpoint %s has no known SHA-256 (set checkpoint_sha256 to verify it); "
-                       "loading it with weights_only=True", path)
+        raise WeightsError(
+            f"checkpoint file {path} is not one of Meta's official files, so nothing says what it should contain. "
+            f"Set checkpoint_sha256 (or BGREMOVE_CHECKPOINT_SHA256) to its SHA-256 (`sha256sum {path}`) once you "
+            "trust it, or set allow_unverified_checkpoint: true to load it unverified."
+        )
     return ResolvedCheckpoint(path)
 
 

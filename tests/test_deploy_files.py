@@ -36,9 +36,17 @@ def deployments(cluster_config) -> dict[str, dict]:
     return serve_config.deployment_options(serve_config.application(cluster_config))
 
 
+def manifests() -> dict[str, dict]:
+    """cluster/rayservice.yaml's documents by kind (a RayService and its NetworkPolicy)."""
+    documents = [doc for doc in yaml.safe_load_all((ROOT / "cluster/rayservice.yaml").read_text()) if doc]
+    by_kind = {doc["kind"]: doc for doc in documents}
+    assert len(by_kind) == len(documents), "one document per kind"
+    return by_kind
+
+
 @pytest.fixture(scope="module")
 def rayservice() -> dict:
-    return read_yaml("cluster/rayservice.yaml")
+    return manifests()["RayService"]
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +172,104 @@ def replicas(options: dict, bound: str) -> int:
     return options["autoscaling_config"][bound] if "autoscaling_config" in options else options["num_replicas"]
 
 
+def ray_pod_templates(rayservice: dict) -> dict[str, dict]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    return {"head": cluster["headGroupSpec"]["template"],
+            **{group["groupName"]: group["template"] for group in cluster["workerGroupSpecs"]}}
+
+
+def test_rayservice_turns_on_ray_token_authentication(rayservice):
+    """KubeRay >= 1.5.1 generates the token into a Secret, sets RAY_AUTH_MODE / RAY_AUTH_TOKEN in every Ray
+    container, and sends the token on its own dashboard calls; it requires Ray >= 2.52 and a rayVersion."""
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"]["mode"] == "token"
+    assert tuple(int(part) for part in cluster["rayVersion"].split(".")[:2]) >= (2, 52)
+    for name, template in ray_pod_templates(rayservice).items():  # no token of its own anywhere in the manifest
+        for container in template["spec"]["containers"]:
+            assert not {env["name"] for env in container.get("env", [])} & {"RAY_AUTH_TOKEN", "RAY_AUTH_MODE"}, name
+
+
+def test_rayservice_api_keys_come_from_a_secret(rayservice):
+    for name, template in ray_pod_templates(rayservice).items():
+        for container in template["spec"]["containers"]:
+            keys = [env for env in container.get("env", []) if env["name"] == "BGREMOVE_API_KEYS"]
+            assert len(keys) == 1 and "value" not in keys[0], name  # never a literal key in the manifest
+            ref = keys[0]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "background-remover-api-keys" and ref["key"] == "keys", name
+            assert not ref.get("optional", False), name  # a pod without keys does not start: never an open API
+
+
+def test_rayservice_pods_run_unprivileged_on_a_read_only_root(rayservice):
+    image_user = [args for op, args in parse_dockerfile((ROOT / "docker/Dockerfile").read_text()) if op == "USER"][-1]
+    for name, template in ray_pod_templates(rayservice).items():
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert str(pod["securityContext"]["runAsUser"]) == image_user, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"]["drop"] == ["ALL"] and not security["capabilities"].get("add"), name
+            assert not security.get("privileged"), name
+            # Where Ray and the app write (/dev/shm is KubeRay's own emptyDir): writable emptyDirs.
+            mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+            for path in ("/tmp", "/home/app"):
+                assert "emptyDir" in volumes[mounts[path]], (name, path)
+    autoscaler = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"]
+    assert autoscaler["allowPrivilegeEscalation"] is False and autoscaler["capabilities"]["drop"] == ["ALL"]
+
+
+def admits(policy: dict, source: dict, port: int) -> bool:
+    """Whether a Kubernetes NetworkPolicy's ingress rules let `source` ({"pod": labels, "namespace": labels,
+    "same_namespace": bool}) reach `port` (TCP) on a selected pod. matchLabels only, as the manifest uses."""
+    def selects(selector: dict, labels: dict) -> bool:
+        assert set(selector) <= {"matchLabels"}, "only matchLabels is modelled here"
+        return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+    def peer_matches(peer: dict) -> bool:
+        if "namespaceSelector" in peer:
+            in_namespace = selects(peer["namespaceSelector"], source["namespace"])
+        else:
+            in_namespace = source["same_namespace"]
+        return in_namespace and selects(peer.get("podSelector", {}), source["pod"])
+
+    for rule in policy["spec"].get("ingress", []):
+        peers_ok = not rule.get("from") or any(peer_matches(peer) for peer in rule["from"])
+        ports_ok = not rule.get("ports") or any(
+            p.get("protocol", "TCP") == "TCP" and p["port"] == port for p in rule["ports"])
+        if peers_ok and ports_ok:
+            return True
+    return False
+
+
+def test_network_policy_lets_only_serve_in_from_outside_the_ray_pods(rayservice):
+    policy = manifests()["NetworkPolicy"]
+    assert policy["apiVersion"] == "networking.k8s.io/v1" and "Ingress" in policy["spec"]["policyTypes"]
+    # It covers every Ray pod of the cluster.
+    for name, template in ray_pod_templates(rayservice).items():
+        labels = template["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items()), name
+    ray_pod = {"pod": ray_pod_templates(rayservice)["head"]["metadata"]["labels"], "namespace": {},
+               "same_namespace": True}
+    neighbour = {"pod": {"app": "web"}, "namespace": {}, "same_namespace": True}
+    elsewhere = {"pod": {"app": "web"}, "namespace": {"kubernetes.io/metadata.name": "other"}, "same_namespace": False}
+    operator = {"pod": {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/component": "kuberay-operator"},
+                "namespace": {"kubernetes.io/metadata.name": "kuberay-system"}, "same_namespace": False}
+    head_ports = {p["containerPort"] for p in
+                  ray_pod_templates(rayservice)["head"]["spec"]["containers"][0]["ports"]}
+    ray_ports = head_ports | {8076, 52365, 10002, 19999}  # object manager, dashboard agent, worker ports
+    for port in ray_ports - {8000}:
+        assert admits(policy, ray_pod, port), port  # the Ray pods still reach each other
+        assert not admits(policy, neighbour, port) and not admits(policy, elsewhere, port), port
+    for source in (ray_pod, neighbour, elsewhere, operator):
+        assert admits(policy, source, 8000)
+    # KubeRay's operator deploys serveConfigV2 through the dashboard (with the cluster's token), and nothing else.
+    assert admits(policy, operator, 8265)
+    assert not any(admits(policy, operator, port) for port in ray_ports - {8000, 8265})
+
+
 # -- cluster/aws.yaml -----------------------------------------------------------------------------------------------
 
 
@@ -183,6 +289,23 @@ def test_launcher_node_types(launcher, deployments, rayservice):
     assert cpu["min_workers"] >= deployments["Ingress"]["autoscaling_config"]["min_replicas"]
     image = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert launcher["docker"]["image"] == image
+
+
+def test_launcher_shares_one_token_through_an_env_file(launcher):
+    """Every container gets RAY_AUTH_MODE=token and the env file that holds RAY_AUTH_TOKEN / BGREMOVE_API_KEYS; the
+    file's path on the VM is where Ray's launcher puts that file mount, so `docker run` finds it there."""
+    from ray.autoscaler.sdk import get_docker_host_mount_location
+
+    options = launcher["docker"]["run_options"]
+    assert "--env RAY_AUTH_MODE=token" in options
+    env_files = [option.split(None, 1)[1] for option in options if option.startswith("--env-file ")]
+    assert len(env_files) == 1
+    (target, local), = launcher["file_mounts"].items()
+    assert env_files[0] == get_docker_host_mount_location(launcher["cluster_name"]) + target
+    assert local.startswith("~/") and not (ROOT / local[2:]).exists()  # the secrets live outside the repository
+    # The dashboard stays on the head's loopback (`ray dashboard` forwards it over SSH).
+    for command in launcher["head_start_ray_commands"] + launcher["worker_start_ray_commands"]:
+        assert "dashboard-host" not in command, command
 
 
 # -- docker/ --------------------------------------------------------------------------------------------------------
@@ -280,6 +403,42 @@ def test_compose_runs_a_head_and_a_gpu_worker(deployments):
     assert worker_cpus >= deployments["Segmenter"]["ray_actor_options"]["num_cpus"]
 
 
+REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")  # compose's "${VAR:?message}": refuse to start without VAR
+
+
+def test_compose_publishes_ray_ports_on_loopback_only_and_needs_its_secrets():
+    compose = read_yaml("docker/compose.yaml")
+    head = compose["services"]["head"]
+    for service in compose["services"].values():
+        # The same token for head and worker, from docker/.env or the shell, never a literal.
+        assert service["environment"]["RAY_AUTH_MODE"] == "token"
+        assert REQUIRED.match(service["environment"]["RAY_AUTH_TOKEN"]).group(1) == "RAY_AUTH_TOKEN"
+        if service is not head:
+            assert not service.get("ports"), "only the head publishes ports"
+    published = {}
+    for mapping in head["ports"]:
+        *host_ip, host_port, container_port = str(mapping).split(":")
+        published[int(container_port)] = host_ip[0] if host_ip else "0.0.0.0"
+    assert published.pop(8000) == "0.0.0.0"  # the API, for the network...
+    assert REQUIRED.match(head["environment"]["BGREMOVE_API_KEYS"]).group(1) == "BGREMOVE_API_KEYS"  # ...behind keys
+    assert published == {8265: "127.0.0.1"}, published  # the dashboard: this host only; GCS and the rest unpublished
+
+
+def test_compose_secrets_stay_out_of_the_image_and_the_repository():
+    compose_text = (ROOT / "docker/compose.yaml").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", compose_text))
+    assert required == {"RAY_AUTH_TOKEN", "BGREMOVE_API_KEYS"}
+    # docker/env.example names exactly those, with empty values: a copy refuses to start until it is filled in.
+    example = dict(line.split("=", 1) for line in (ROOT / "docker/env.example").read_text().splitlines()
+                   if line.strip() and not line.startswith("#"))
+    assert set(example) == required and all(value == "" for value in example.values())
+    assert "docker/.env" in (ROOT / "docker/Dockerfile.dockerignore").read_text().split()
+    assert "docker/.env" in (ROOT / ".gitignore").read_text().split()
+    dockerfile = (ROOT / "docker/Dockerfile").read_text()
+    for name in required | {"RAY_AUTH_TOKEN_PATH"}:
+        assert name not in dockerfile, f"{name} must not be baked into the image"
+
+
 # -- CI and README ----------------------------------------------------------------------------------------------------
 
 
@@ -321,3 +480,20 @@ def test_serve_build_writes_a_config_of_the_graph(tmp_path):
     assert set(built) == {"Ingress", "Segmenter", "Postprocess", "ImageStore"}
     assert built["Segmenter"]["max_ongoing_requests"] == 2
     assert "ConsistentHashRouter" in built["Segmenter"]["request_router_config"]["request_router_class"]
+
+
+def test_gpu_only_tests_are_skipped_without_cuda_and_run_by_the_gpu_script():
+    """tests/test_gpu.py skips itself (a skipif mark, so pytest reports why) where torch sees no CUDA device, and
+    scripts/gpu_check.sh, what a GPU machine runs, runs it."""
+    import ast
+
+    source = (ROOT / "tests/test_gpu.py").read_text()
+    assert "pytest.skip(" not in source
+    marks = next(node.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                 and any(getattr(target, "id", None) == "pytestmark" for target in node.targets))
+    skipifs = [call for call in ast.walk(marks) if isinstance(call, ast.Call)
+               and ast.unparse(call.func) == "pytest.mark.skipif"]
+    assert len(skipifs) == 1 and ast.unparse(skipifs[0].args[0]) == "not torch.cuda.is_available()"
+    script = (ROOT / "scripts/gpu_check.sh").read_text()
+    assert re.search(r"python3 -m pytest tests/test_gpu\.py\b", script)
+    assert subprocess.run(["bash", "-n", "scripts/gpu_check.sh"], cwd=ROOT).returncode == 0

@@ -122,3 +122,66 @@ def test_official_table_is_complete():
     assert set(weights.OFFICIAL_CHECKPOINTS) == set(weights.MODEL_SIZES)
     for size, ckpt in weights.OFFICIAL_CHECKPOINTS.items():
         assert len(ckpt.sha256) == 64 and ckpt.url.endswith(ckpt.filename)
+
+
+# -- local files: verified, or loaded unverified only when asked -----------------------------------------------------
+
+
+def test_a_local_file_that_is_not_official_needs_its_sha256(checkpoint_file):
+    with pytest.raises(weights.WeightsError) as info:
+        weights.resolve("tiny", str(checkpoint_file))
+    message = str(info.value)
+    assert str(checkpoint_file) in message and "checkpoint_sha256" in message
+    assert "allow_unverified_checkpoint" in message
+    # The same refusal where the service builds its model, before torch.load sees the file.
+    with pytest.raises(weights.WeightsError, match="checkpoint_sha256"):
+        build_model(SegmenterConfig(model="tiny", checkpoint=str(checkpoint_file)), torch.device("cpu"))
+
+
+def test_a_local_file_with_its_sha256_is_verified_and_loaded(checkpoint_file):
+    assert weights.resolve("tiny", str(checkpoint_file), sha256(checkpoint_file)).path == checkpoint_file
+    with pytest.raises(weights.WeightsError, match="failed verification"):
+        weights.resolve("tiny", str(checkpoint_file), "0" * 64)
+    # Through the app's arguments and their environment override, as `BGREMOVE_CHECKPOINT=... make serve` gives.
+    from serve_app.config import AppArgs
+
+    args = AppArgs().with_env({"BGREMOVE_MODEL": "tiny", "BGREMOVE_CHECKPOINT": str(checkpoint_file),
+                               "BGREMOVE_CHECKPOINT_SHA256": sha256(checkpoint_file)})
+    assert args.segmenter().checkpoint_sha256 == sha256(checkpoint_file)
+    model = build_model(args.segmenter(), torch.device("cpu"))
+    served = torch.load(checkpoint_file, weights_only=True)["model"]
+    name = "sam_mask_decoder.output_upscaling.0.weight"
+    assert torch.equal(model.state_dict()[name], served[name].float())
+
+
+def test_the_opt_out_loads_an_unverified_local_file_and_says_so(checkpoint_file, caplog):
+    from serve_app.config import AppArgs
+
+    args = AppArgs(model="tiny", checkpoint=str(checkpoint_file), allow_unverified_checkpoint=True)
+    with caplog.at_level("WARNING", logger=weights.__name__):
+        build_model(args.segmenter(), torch.device("cpu"))
+    assert "UNVERIFIED" in caplog.text and sha256(checkpoint_file) in caplog.text
+    # The opt-out covers only that case: a wrong digest is still refused, and a URL still needs one.
+    with pytest.raises(weights.WeightsError, match="failed verification"):
+        weights.resolve("tiny", str(checkpoint_file), "0" * 64, allow_unverified=True)
+    with pytest.raises(weights.WeightsError, match="checkpoint_sha256"):
+        weights.resolve("tiny", "https://example.invalid/x.pt", allow_unverified=True)
+
+
+def test_the_torch_floor_excludes_versions_whose_weights_only_load_runs_code():
+    """CVE-2025-32434: torch.load(weights_only=True) could run code before torch 2.6. Every install path asks for
+    2.6 or later (pyproject, the Makefile's first install, the image), and the installed torch is one."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from serve_config import ROOT
+
+    def floor(text: str) -> Version:
+        requirement = Requirement(re.search(r'"(torch\s*>=[^"]+)"', text).group(1))
+        return min(Version(spec.version) for spec in requirement.specifier if spec.operator == ">=")
+
+    for path in ("pyproject.toml", "Makefile", "docker/Dockerfile"):
+        assert floor((ROOT / path).read_text()) >= Version("2.6"), path
+    assert Version(torch.__version__.split("+")[0]) >= Version("2.6")
