@@ -239,9 +239,9 @@ def test_every_path_the_dockerfile_copies_exists(dockerfile):
 
 def test_dockerfile_image_shape(dockerfile):
     ops = [op for op, _ in dockerfile]
-    base = dockerfile_arg(dockerfile, "CUDA_IMAGE")
+    base = dockerfile_arg(dockerfile, "BASE_IMAGE")  # the default users pull; CI passes a local Debian instead
     assert base.startswith("nvidia/cuda:") and "-runtime-" in base, base
-    assert dict(dockerfile)["FROM"] == "${CUDA_IMAGE}"
+    assert dict(dockerfile)["FROM"] == "${BASE_IMAGE}"
     user = [args for op, args in dockerfile if op == "USER"][-1]
     assert user.split(":")[0] not in ("root", "0"), "the service must not run as root"
     assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "USER after the last RUN"
@@ -251,6 +251,9 @@ def test_dockerfile_image_shape(dockerfile):
     assert download, "the weights are fetched at build time"
     # ... as root, into a 0600 file (weights.download renames a mkstemp file): the service's user must read it.
     assert 'chmod -R a+rX "$BGREMOVE_CACHE_DIR"' in download[0]
+    # CHECKPOINT=auto (the default) bakes the weights in; CHECKPOINT=random (CI) downloads nothing.
+    assert dockerfile_arg(dockerfile, "CHECKPOINT") == "auto"
+    assert re.search(r'if \[ "\$CHECKPOINT" != random \]; then bgremove weights download', download[0]), download[0]
     healthcheck = dict(dockerfile)["HEALTHCHECK"]
     assert "/healthz" in healthcheck and ":8000" in healthcheck
     assert '"bgremove", "serve"' in dict(dockerfile)["CMD"]
@@ -278,6 +281,45 @@ def test_compose_runs_a_head_and_a_gpu_worker(deployments):
                             for s in CPU_STAGES)
     worker_cpus = float(re.search(r"--num-cpus=(\S+)", worker).group(1))
     assert worker_cpus >= deployments["Segmenter"]["ray_actor_options"]["num_cpus"]
+
+
+def compose_command(service: dict) -> str:
+    return " ".join(service["command"])
+
+
+def test_compose_shares_one_ray_token_from_the_environment_and_keeps_the_dashboard_in():
+    """Ray's token authentication on every node, with the one token compose reads from the environment (and
+    refuses to start without: `${VAR:?message}`), never from the image; the dashboard runs jobs: not published."""
+    services = {**read_yaml("docker/compose.yaml")["services"], "worker": read_yaml("docker/compose.cpu.yaml")["services"]["worker"]}
+    for name, service in services.items():
+        env = service["environment"]
+        assert env["RAY_AUTH_MODE"] == "token", name
+        assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), name
+    head = services["head"]
+    assert not any("8265" in str(port) for port in head.get("ports", [])), head["ports"]
+    assert "--dashboard-host=0.0.0.0" not in compose_command(head)
+    assert "RAY_AUTH_TOKEN" not in (ROOT / "docker/Dockerfile").read_text()
+
+
+def test_compose_cpu_override_swaps_the_gpu_worker_for_the_same_worker_without_a_gpu_reservation():
+    """docker/compose.cpu.yaml (machines without an NVIDIA GPU): gpu-worker is parked in a profile (its GPU
+    reservation cannot be removed by an override), and `worker` is the same node without the reservation."""
+    base = read_yaml("docker/compose.yaml")["services"]
+    override = read_yaml("docker/compose.cpu.yaml")["services"]
+    assert set(override) == {"gpu-worker", "worker"}
+    assert override["gpu-worker"] == {"profiles": ["gpu"]}
+    worker, gpu_worker = override["worker"], base["gpu-worker"]
+    assert "deploy" not in worker
+    for key in ("build", "image", "shm_size", "environment", "depends_on", "command"):
+        assert worker[key] == gpu_worker[key], key
+    assert "--num-gpus=1" in compose_command(worker)  # a logical GPU: the Segmenter lands there, runs on the CPU
+
+
+def test_container_check_is_wired_into_ci():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-containers:\n\tbash scripts/container_check\.sh$", makefile, re.M)
+    assert "make test-containers" in (ROOT / ".ci/run").read_text()
+    assert (ROOT / "scripts/container_check.sh").exists()
 
 
 # -- CI and README ----------------------------------------------------------------------------------------------------
