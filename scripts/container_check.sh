@@ -30,8 +30,11 @@ STARTED_DOCKERD=""
 STREAM_PIDS=()
 COMPOSE=()
 
-log() { printf '[container-check %s] %s\n' "$(date -u +%T)" "$*"; }
+exec 3>&1  # the log's own descriptor: still the terminal inside a wait_for probe, whose output is discarded
+log() { printf '[container-check %s] %s\n' "$(date -u +%T)" "$*" >&3; }
 fail() { log "FAILED: $*"; exit 1; }
+PASSED=0
+passed() { PASSED=$((PASSED + 1)); log "ok: $*"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -53,14 +56,13 @@ cleanup() {
     local status=$?
     set +e
     for pid in "${STREAM_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    if [ "$status" != 0 ] && [ -n "${HEAD_ID:-}" ]; then
-        log "logs of the cluster (last 60 lines per container), for the failure above:"
-        timeout 60 "${COMPOSE[@]}" logs --no-color --tail 60 2>&1 | sed 's/^/    /'
-    fi
     if [ -n "${DOCKER:-}" ] && timeout 20 "$DOCKER" info >/dev/null 2>&1; then
-        if [ "$status" != 0 ] && timeout 20 "$DOCKER" inspect "$SINGLE" >/dev/null 2>&1; then
-            log "logs of $SINGLE (last 60 lines):"
-            timeout 60 "$DOCKER" logs --tail 60 "$SINGLE" 2>&1 | sed 's/^/    /'
+        if [ "$status" != 0 ]; then
+            for name in "$SINGLE" ${HEAD_ID:-} ${WORKER_ID:-}; do
+                timeout 20 "$DOCKER" inspect "$name" >/dev/null 2>&1 || continue
+                log "for the failure above, the last 60 log lines of $("$DOCKER" inspect -f '{{.Name}}' "$name"):"
+                timeout 60 "$DOCKER" logs --tail 60 "$name" 2>&1 | sed 's/^/    /'
+            done
         fi
         timeout 60 "$DOCKER" rm -f "$SINGLE" >/dev/null 2>&1
         [ -e "$WORK/compose.ci.yaml" ] && RAY_AUTH_TOKEN=${RAY_AUTH_TOKEN:-unused} \
@@ -188,6 +190,34 @@ healthz_ok() { [ "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$1/hea
 health_status() { "$DOCKER" inspect -f '{{.State.Health.Status}}' "$1"; }
 is_healthy() { [ "$(health_status "$1")" = healthy ]; }
 
+url_of() { echo "http://$("$DOCKER" port "$1" 8000/tcp | head -1)"; }
+
+# revive CONTAINER: a container that exited while starting is started again, REVIVALS_MAX times in all. Ray gives a
+# new node 30 s to register with its GCS, which a machine busy with other work sometimes misses.
+REVIVALS=0
+REVIVALS_MAX=3
+revive() {
+    # Running, or being restarted by its restart policy (compose's `restart: on-failure`).
+    [ "$("$DOCKER" inspect -f '{{or .State.Running .State.Restarting}}' "$1")" = true ] && return 0
+    local last name
+    last=$("$DOCKER" logs --tail 3 "$1" 2>&1 | tr '\n' ' ' | cut -c1-300)
+    name=$("$DOCKER" inspect -f '{{.Name}}' "$1")
+    REVIVALS=$((REVIVALS + 1))
+    [ "$REVIVALS" -le "$REVIVALS_MAX" ] || fail "$name exited again while starting, after $REVIVALS_MAX restarts: $last"
+    log "$name exited while starting (${last}); starting it again ($REVIVALS of at most $REVIVALS_MAX restarts)"
+    "$DOCKER" start "$1" >/dev/null
+}
+
+# serving URL_VAR CONTAINER...: each CONTAINER running (revived if it exited) and /healthz at the first one's
+# port answering 200; sets URL_VAR to that address (a restarted container may get another port).
+serving() {
+    local var=$1 name
+    shift
+    for name in "$@"; do revive "$name" || return 1; done
+    printf -v "$var" '%s' "$(url_of "$1")"
+    healthz_ok "${!var}"
+}
+
 # pid1_uid CONTAINER: the user the container's main process runs as.
 pid1_uid() { "$DOCKER" exec "$1" stat -c %u /proc/1; }
 
@@ -206,29 +236,30 @@ log "one container: docker run $IMAGE (bgremove serve), tiny model, random weigh
 started=$(now)
 "$DOCKER" run -d --name "$SINGLE" --shm-size 2g -p 127.0.0.1::8000 \
     -e "${MODEL_ENV[0]}" -e "${MODEL_ENV[1]}" "$IMAGE" >/dev/null
-URL="http://$("$DOCKER" port "$SINGLE" 8000/tcp | head -1)"
-wait_for 600 "$URL/healthz to answer 200 (bgremove serve starting Ray and the graph)" healthz_ok "$URL" || exit 1
+URL=""
+wait_for 600 "/healthz to answer 200 (bgremove serve starting Ray and the graph)" serving URL "$SINGLE" \
+    || fail "the container did not serve"
 SINGLE_HEALTHZ_S=$(since "$started")
 device=$(healthz_device "$URL")
 [ "$device" = cpu ] || fail "/healthz says device '$device', expected cpu"
-log "/healthz 200 after $SINGLE_HEALTHZ_S s, device: cpu"
+passed "/healthz 200 after $SINGLE_HEALTHZ_S s, device: cpu"
 
 photo "$SINGLE" "$WORK/photo.jpg"
 status=$(cutout "$URL" "$WORK/photo.jpg" "$WORK/cutout.png")
 [ "$status" = 200 ] || fail "the curl form answered $status: $(head -c 300 "$WORK/cutout.png")"
 shape=$(png_shape "$SINGLE" "$WORK/cutout.png")
 [ "$shape" = "RGBA 640x480" ] || fail "the cut-out is '$shape', expected an RGBA PNG of the photo's size (640x480)"
-log "curl form: 200, $shape PNG"
+passed "curl form: 200, $shape PNG"
 
 uid=$(pid1_uid "$SINGLE")
 [ "$uid" != 0 ] || fail "the service runs as root"
-log "the service runs as uid $uid"
+passed "the service runs as uid $uid"
 
 # The image's own HEALTHCHECK (first probe 30 s after the start, then every 30 s).
 wait_for 300 "Docker's HEALTHCHECK to report healthy (now: $(health_status "$SINGLE"))" is_healthy "$SINGLE" \
     || fail "HEALTHCHECK is $(health_status "$SINGLE")"
 SINGLE_HEALTHY_S=$(since "$started")
-log "HEALTHCHECK healthy after $SINGLE_HEALTHY_S s"
+passed "HEALTHCHECK healthy after $SINGLE_HEALTHY_S s"
 "$DOCKER" rm -f "$SINGLE" >/dev/null
 
 # -- a two-node Ray cluster from docker/compose.yaml ----------------------------------------------------------
@@ -250,7 +281,7 @@ if RAY_AUTH_TOKEN="" "${COMPOSE[@]}" config >"$WORK/no-token.txt" 2>&1 || ! grep
     cat "$WORK/no-token.txt"
     fail "compose accepted a configuration without RAY_AUTH_TOKEN"
 fi
-log "compose refuses to start without RAY_AUTH_TOKEN: $(grep -o 'set RAY_AUTH_TOKEN[^"]*' "$WORK/no-token.txt" | head -1)"
+passed "compose refuses to start without RAY_AUTH_TOKEN: $(grep -o 'set RAY_AUTH_TOKEN[^}"]*' "$WORK/no-token.txt" | head -1)"
 RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export RAY_AUTH_TOKEN
 
@@ -260,20 +291,20 @@ started=$(now)
 timeout 300 "${COMPOSE[@]}" up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; fail "compose up"; }
 HEAD_ID=$(timeout 60 "${COMPOSE[@]}" ps -q head)
 WORKER_ID=$(timeout 60 "${COMPOSE[@]}" ps -q worker)
-URL="http://$("$DOCKER" port "$HEAD_ID" 8000/tcp | head -1)"
-wait_for 900 "$URL/healthz to answer 200 (head deploys configs/cluster.yaml, Segmenter on the worker)" \
-    healthz_ok "$URL" || exit 1
+URL=""
+wait_for 900 "/healthz to answer 200 (head deploys configs/cluster.yaml, Segmenter on the worker)" \
+    serving URL "$HEAD_ID" "$WORKER_ID" || fail "the cluster did not serve"
 CLUSTER_HEALTHZ_S=$(since "$started")
 device=$(healthz_device "$URL")
 [ "$device" = cpu ] || fail "the cluster's /healthz says device '$device', expected cpu"
-log "cluster /healthz 200 after $CLUSTER_HEALTHZ_S s"
+passed "cluster /healthz 200 after $CLUSTER_HEALTHZ_S s"
 
 "$DOCKER" exec "$HEAD_ID" serve status >"$WORK/serve-status.txt" 2>&1 || { cat "$WORK/serve-status.txt"; fail "serve status"; }
 sed 's/^/    /' "$WORK/serve-status.txt"
 grep -A2 'Segmenter:' "$WORK/serve-status.txt" | grep -q HEALTHY || fail "serve status: the Segmenter is not HEALTHY"
 has_process "$WORKER_ID" "ServeReplica:background_remover:Segmenter" || fail "no Segmenter replica on the worker"
 ! has_process "$HEAD_ID" "ServeReplica:background_remover:Segmenter" || fail "a Segmenter replica on the head"
-log "serve status: Segmenter HEALTHY; its replica runs on the worker's node, none on the head"
+passed "serve status: Segmenter HEALTHY; its replica runs on the worker's node, none on the head"
 
 # Without the token, Ray refuses: a client in the head container with the token removed from its environment.
 if "$DOCKER" exec -e RAY_AUTH_TOKEN= "$HEAD_ID" serve status >"$WORK/no-token-status.txt" 2>&1; then
@@ -281,14 +312,14 @@ if "$DOCKER" exec -e RAY_AUTH_TOKEN= "$HEAD_ID" serve status >"$WORK/no-token-st
     fail "serve status without the token was answered"
 fi
 grep -qi 'authentication\|token' "$WORK/no-token-status.txt" || { cat "$WORK/no-token-status.txt"; fail "serve status without the token failed for another reason"; }
-log "serve status without the token: refused ($(grep -oi '[a-z]*authenticationerror[^.]*' "$WORK/no-token-status.txt" | head -1))"
+passed "serve status without the token: refused ($(grep -oi '[a-z]*authenticationerror[^.]*' "$WORK/no-token-status.txt" | head -1))"
 
 photo "$HEAD_ID" "$WORK/photo.jpg"
 status=$(cutout "$URL" "$WORK/photo.jpg" "$WORK/cutout.png")
 [ "$status" = 200 ] || fail "the cluster answered the curl form with $status: $(head -c 300 "$WORK/cutout.png")"
 shape=$(png_shape "$HEAD_ID" "$WORK/cutout.png")
 [ "$shape" = "RGBA 640x480" ] || fail "the cluster's cut-out is '$shape'"
-log "cluster curl form: 200, $shape PNG"
+passed "cluster curl form: 200, $shape PNG"
 
 # -- the worker lost for real, under a stream of requests -----------------------------------------------------
 
@@ -326,6 +357,7 @@ log "worker started again"
 
 # Recovered: a request sent after the restart answered 200. Then a few more, and the streams stop.
 recovered() {
+    revive "$WORKER_ID" || return 1
     cat "$WORK"/requests.* | awk -v t="$RESTARTED_AT" '$1 > t && $3 == 200 { n++ } END { exit !(n >= 1) }'
 }
 wait_for 600 "a cut-out answered after the worker's restart" recovered || fail "the service did not recover"
@@ -350,17 +382,18 @@ log "requests: $SENT sent, $OK answered 200, $RETRY answered 503 with Retry-Afte
     "); $AROUND_KILL were in flight or sent between the kill and the recovery"
 [ "$LOST" = 0 ] || fail "$LOST requests ended neither as 200 nor as 503 with Retry-After"
 [ "$AROUND_KILL" -gt 0 ] || fail "no request was in flight during the outage: the kill proved nothing"
+passed "node kill: every request answered 200 or 503 with Retry-After, none lost"
 has_process "$WORKER_ID" "ServeReplica:background_remover:Segmenter" || fail "the Segmenter did not come back on the worker"
-log "service restored $RECOVERY_S s after the kill ($FROM_RESTART_S s after the restart); Segmenter back on the worker"
+passed "service restored $RECOVERY_S s after the kill ($FROM_RESTART_S s after the restart); Segmenter back on the worker"
 
 timeout 180 "${COMPOSE[@]}" down -v --remove-orphans >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log"; fail "compose down"; }
 left=$("$DOCKER" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
 [ -z "$left" ] || fail "compose down left containers: $left"
-log "compose down: nothing of the cluster left running"
+passed "compose down: nothing of the cluster left running"
 
-SUMMARY=$(printf '{"image": "%s", "image_gb": %s, "build_s": %s, "build_cached_steps": %s, "single_healthz_s": %s, "single_healthcheck_healthy_s": %s, "cluster_healthz_s": %s, "requests_sent": %s, "answered_200": %s, "answered_503_retry_after": %s, "lost": %s, "in_outage": %s, "recovery_s": %s, "recovery_after_restart_s": %s}' \
+SUMMARY=$(printf '{"image": "%s", "image_gb": %s, "build_s": %s, "build_cached_steps": %s, "single_healthz_s": %s, "single_healthcheck_healthy_s": %s, "cluster_healthz_s": %s, "requests_sent": %s, "answered_200": %s, "answered_503_retry_after": %s, "lost": %s, "in_outage": %s, "recovery_s": %s, "recovery_after_restart_s": %s, "restarts_while_starting": %s}' \
     "$IMAGE" "$IMAGE_GB" "$BUILD_S" "$CACHED_STEPS" "$SINGLE_HEALTHZ_S" "$SINGLE_HEALTHY_S" "$CLUSTER_HEALTHZ_S" \
-    "$SENT" "$OK" "$RETRY" "$LOST" "$AROUND_KILL" "$RECOVERY_S" "$FROM_RESTART_S")
+    "$SENT" "$OK" "$RETRY" "$LOST" "$AROUND_KILL" "$RECOVERY_S" "$FROM_RESTART_S" "$REVIVALS")
 mkdir -p test-artifacts
 echo "$SUMMARY" >test-artifacts/container_check.json
 cat <<EOF
@@ -371,5 +404,7 @@ container check summary (test-artifacts/container_check.json)
   cluster (head + worker): /healthz 200 after $CLUSTER_HEALTHZ_S s
   node kill: $SENT requests sent, $((OK + RETRY)) answered ($OK x 200, $RETRY x 503 + Retry-After), $LOST lost
   recovery: $RECOVERY_S s from the kill to the first cut-out ($FROM_RESTART_S s after the restart)
+  containers restarted because Ray missed its 30 s start-up window: $REVIVALS
 $SUMMARY
+container-check: $PASSED passed, 0 failed
 EOF

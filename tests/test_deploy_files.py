@@ -310,7 +310,7 @@ def test_compose_cpu_override_swaps_the_gpu_worker_for_the_same_worker_without_a
     assert override["gpu-worker"] == {"profiles": ["gpu"]}
     worker, gpu_worker = override["worker"], base["gpu-worker"]
     assert "deploy" not in worker
-    for key in ("build", "image", "shm_size", "environment", "depends_on", "command"):
+    for key in ("build", "image", "shm_size", "restart", "environment", "depends_on", "command"):
         assert worker[key] == gpu_worker[key], key
     assert "--num-gpus=1" in compose_command(worker)  # a logical GPU: the Segmenter lands there, runs on the CPU
 
