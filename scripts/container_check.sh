@@ -224,9 +224,13 @@ pid1_uid() { "$DOCKER" exec "$1" stat -c %u /proc/1; }
 # has_process CONTAINER PATTERN: a process whose command line (Ray sets it to the replica's name) contains PATTERN.
 has_process() {
     "$DOCKER" exec "$1" python3 -c '
-import pathlib, sys
-sys.exit(0 if any(sys.argv[1].encode() in p.read_bytes() for p in pathlib.Path("/proc").glob("[0-9]*/cmdline")
-                   if p.exists()) else 1)' "$2" 2>/dev/null
+import os, pathlib, sys
+def cmdline(proc):
+    try:
+        return b"" if proc.name == str(os.getpid()) else (proc / "cmdline").read_bytes()  # not this very check
+    except OSError:  # ended meanwhile
+        return b""
+sys.exit(0 if any(sys.argv[1].encode() in cmdline(p) for p in pathlib.Path("/proc").glob("[0-9]*")) else 1)' "$2"
 }
 
 # -- one container --------------------------------------------------------------------------------------------
