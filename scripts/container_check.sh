@@ -179,9 +179,10 @@ im = Image.open(sys.stdin.buffer); assert im.format == "PNG", im.format
 print(f"{im.mode} {im.width}x{im.height}")' <"$2"
 }
 
-# cutout URL PHOTO OUT: the seed's curl form; prints the HTTP status.
+# cutout URL PHOTO OUT: the seed's curl form (with the API key, where the cluster needs one); prints the status.
+AUTH=()
 cutout() {
-    curl -s --max-time 120 -o "$3" -w '%{http_code}' -F "image=@$2" -F 'points=[[320, 240], [300, 260]]' \
+    curl -s --max-time 120 -o "$3" -w '%{http_code}' "${AUTH[@]}" -F "image=@$2" -F 'points=[[320, 240], [300, 260]]' \
         "$1/background-removal/remove" || true
 }
 
@@ -190,7 +191,7 @@ healthz_ok() { [ "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "$1/hea
 health_status() { "$DOCKER" inspect -f '{{.State.Health.Status}}' "$1"; }
 is_healthy() { [ "$(health_status "$1")" = healthy ]; }
 
-url_of() { echo "http://$("$DOCKER" port "$1" 8000/tcp | head -1)"; }
+url_of() { echo "http://127.0.0.1:$("$DOCKER" port "$1" 8000/tcp | head -1 | sed 's/.*://')"; }
 
 # revive CONTAINER: a container that exited while starting is started again, REVIVALS_MAX times in all. Ray gives a
 # new node 30 s to register with its GCS, which a machine busy with other work sometimes misses.
@@ -278,7 +279,15 @@ services:
     image: $IMAGE
     environment: {${MODEL_ENV[0]/=/: }, ${MODEL_ENV[1]/=/: }}
 EOF
-export BGREMOVE_PUBLISH=127.0.0.1:   # Serve's port on a free port of this host's loopback only
+# compose.yaml's head publishes 8000 (the API, behind API keys) and 127.0.0.1:8265 (the dashboard) on this host.
+port_free() { ! (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 8000 8265; do
+    wait_for 120 "host port $port to be free (docker/compose.yaml publishes it)" port_free "$port" \
+        || fail "port $port of this host is taken: $(ss -ltnp 2>/dev/null | grep ":$port " | head -2)"
+done
+BGREMOVE_API_KEYS=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+export BGREMOVE_API_KEYS
+AUTH=(-H "Authorization: Bearer $BGREMOVE_API_KEYS")
 
 # Compose refuses to start without the token.
 if RAY_AUTH_TOKEN="" "${COMPOSE[@]}" config >"$WORK/no-token.txt" 2>&1 || ! grep -q RAY_AUTH_TOKEN "$WORK/no-token.txt"; then
@@ -333,12 +342,13 @@ stream() {
     local deadline=$((SECONDS + STREAM_MAX_S)) i=0 t0 code retry
     while [ "$i" -lt "$STREAM_MAX_REQUESTS" ] && [ "$SECONDS" -lt "$deadline" ] && [ ! -e "$WORK/stop" ]; do
         i=$((i + 1))
-        rm -f "$WORK/headers.$1"
+        rm -f "$WORK/headers.$1" "$WORK/body.$1"
         t0=$(now)
-        code=$(curl -s --max-time 120 -D "$WORK/headers.$1" -o /dev/null -w '%{http_code}' -F "image=@$WORK/photo.jpg" \
-               -F 'points=[[320, 240]]' "$URL/background-removal/remove" || true)
-        retry=$(sed -n 's/^[Rr]etry-[Aa]fter: *\([0-9]*\).*/\1/p' "$WORK/headers.$1" | head -1)
+        code=$(curl -s --max-time 120 -D "$WORK/headers.$1" -o "$WORK/body.$1" -w '%{http_code}' "${AUTH[@]}" \
+               -F "image=@$WORK/photo.jpg" -F 'points=[[320, 240]]' "$URL/background-removal/remove" || true)
+        retry=$(sed -n 's/^[Rr]etry-[Aa]fter: *\([0-9]*\).*/\1/p' "$WORK/headers.$1" 2>/dev/null | head -1)
         echo "$t0 $(now) ${code:-000} ${retry:--}" >>"$2"
+        [ "$code" = 200 ] || echo "${code:-000}: $(head -c 300 "$WORK/body.$1" 2>/dev/null)" >>"$WORK/refusals.txt"
     done
 }
 
@@ -384,6 +394,7 @@ FROM_RESTART_S=$(awk -v s="$RESTARTED_AT" -v r="$RECOVERED_AT" 'BEGIN { printf "
 log "requests: $SENT sent, $OK answered 200, $RETRY answered 503 with Retry-After, $LOST lost (other answers:" \
     "$(awk '$3 != 200 && !($3 == 503 && $4 != "-") { print $3 }' "$WORK/requests.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ';')" \
     "); $AROUND_KILL were in flight or sent between the kill and the recovery"
+[ -s "$WORK/refusals.txt" ] && log "the answers other than 200:" && sort "$WORK/refusals.txt" | uniq -c | sed 's/^/    /' >&3
 [ "$LOST" = 0 ] || fail "$LOST requests ended neither as 200 nor as 503 with Retry-After"
 [ "$AROUND_KILL" -gt 0 ] || fail "no request was in flight during the outage: the kill proved nothing"
 passed "node kill: every request answered 200 or 503 with Retry-After, none lost"
