@@ -196,7 +196,7 @@ url_of() { echo "http://127.0.0.1:$("$DOCKER" port "$1" 8000/tcp | head -1 | sed
 # revive CONTAINER: a container that exited while starting is started again, REVIVALS_MAX times in all. Ray gives a
 # new node 30 s to register with its GCS, which a machine busy with other work sometimes misses.
 REVIVALS=0
-REVIVALS_MAX=3
+REVIVALS_MAX=5
 revive() {
     # Running, or being restarted by its restart policy (compose's `restart: on-failure`).
     [ "$("$DOCKER" inspect -f '{{or .State.Running .State.Restarting}}' "$1")" = true ] && return 0
