@@ -242,7 +242,7 @@ started=$(now)
 "$DOCKER" run -d --name "$SINGLE" --shm-size 2g -p 127.0.0.1::8000 \
     -e "${MODEL_ENV[0]}" -e "${MODEL_ENV[1]}" "$IMAGE" >/dev/null
 URL=""
-wait_for 600 "/healthz to answer 200 (bgremove serve starting Ray and the graph)" serving URL "$SINGLE" \
+wait_for 900 "/healthz to answer 200 (bgremove serve starting Ray and the graph)" serving URL "$SINGLE" \
     || fail "the container did not serve"
 SINGLE_HEALTHZ_S=$(since "$started")
 device=$(healthz_device "$URL")
