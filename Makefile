@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test test-containers bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ serve: $(STAMP)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# The image and a two-node Ray cluster of containers, for real (Docker from Debian's packages; see the README).
+test-containers:
+	bash scripts/container_check.sh
 
 bench: $(STAMP)
 	$(BIN)/bgremove bench --model tiny

@@ -283,8 +283,10 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
                                              "send multipart/form-data with an `image` file and `points`"))
 
 
-def as_api_error(exc: BaseException) -> errors.ApiError | None:
-    """Maps what a downstream call can raise onto the client-facing error, or None if it is a real fault."""
+def as_api_error(exc: BaseException, uploaded: bool = False) -> errors.ApiError | None:
+    """Maps what a downstream call can raise onto the client-facing error, or None if it is a real fault.
+    `uploaded`: the request brought its photo, so a lost object is not a stored image but a result lost with
+    the node that held it (the segmenter's answer on its way to postprocess): a retry works."""
     from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -293,10 +295,10 @@ def as_api_error(exc: BaseException) -> errors.ApiError | None:
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, errors.ApiError):
         return exc.cause
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException) and exc.cause is not exc:
-        return as_api_error(exc.cause)  # e.g. a replica that died while this one waited on it
+        return as_api_error(exc.cause, uploaded)  # e.g. a replica that died while this one waited on it
     if isinstance(exc, BackPressureError):
         return errors.overloaded()
-    if isinstance(exc, (RayActorError, DeploymentUnavailableError)):
+    if isinstance(exc, (RayActorError, DeploymentUnavailableError)) or (uploaded and isinstance(exc, ObjectLostError)):
         return errors.ApiError(503, "replica_unavailable", "a worker of the service restarted while handling "
                                "this request; retry it", headers={"Retry-After": "1"})
     if isinstance(exc, ObjectLostError):  # OwnerDiedError among them
@@ -304,7 +306,7 @@ def as_api_error(exc: BaseException) -> errors.ApiError | None:
                                "was evicted, or was lost in a restart); upload it again")
     if exc.__cause__ is not None and exc.__cause__ is not exc:
         # Serve wraps an upstream replica's death in a RayServeException whose cause is the ActorDiedError.
-        return as_api_error(exc.__cause__)
+        return as_api_error(exc.__cause__, uploaded)
     return None
 
 
@@ -353,11 +355,11 @@ class Ingress:
         # looked up (a guard without them refuses every request).
         return http_guard.configure(self.app, self.guard_config)
 
-    async def _guarded(self, work: Awaitable):
+    async def _guarded(self, work: Awaitable, uploaded: bool):
         try:
             return await work
         except Exception as exc:
-            api_error = as_api_error(exc)
+            api_error = as_api_error(exc, uploaded)
             if api_error is None:
                 raise
             self.metrics.refused.inc(tags={"code": str(api_error.status)})
@@ -371,7 +373,7 @@ class Ingress:
             return data, await self.core.cutout(image=data, options=parsed, owner=http_guard.api_key_of(request),
                                                 **prompt)
 
-        data, cutout = await self._guarded(work())
+        data, cutout = await self._guarded(work(), uploaded=upload is not None)
         if data:  # image_id clicks upload nothing (and Ray counters refuse a zero increment)
             self.metrics.bytes_in.inc(len(data), tags={"route": route})
         self.metrics.bytes_out.inc(len(cutout.data), tags={"route": route})
@@ -418,7 +420,7 @@ class Ingress:
             data = await _read_upload(image, self.core.limits)
             return data, await self.core.upload(data, owner=http_guard.api_key_of(request))
 
-        data, stored = await self._guarded(work())
+        data, stored = await self._guarded(work(), uploaded=True)
         self.metrics.bytes_in.inc(len(data), tags={"route": "images"})
         return ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
 
@@ -438,5 +440,5 @@ class Ingress:
                      **options: Any) -> bytes:
         """Python API: ``await handle.remove.remote(image_bytes, points=[[x, y]])`` returns the PNG bytes."""
         cutout = await self._guarded(self.core.cutout(image=image_bytes, points=points, labels=labels, box=box,
-                                                      options=parse_output_options(**options)))
+                                                      options=parse_output_options(**options)), uploaded=True)
         return cutout.data

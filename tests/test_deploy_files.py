@@ -362,9 +362,9 @@ def test_every_path_the_dockerfile_copies_exists(dockerfile):
 
 def test_dockerfile_image_shape(dockerfile):
     ops = [op for op, _ in dockerfile]
-    base = dockerfile_arg(dockerfile, "CUDA_IMAGE")
+    base = dockerfile_arg(dockerfile, "BASE_IMAGE")  # the default users pull; CI passes a local Debian instead
     assert base.startswith("nvidia/cuda:") and "-runtime-" in base, base
-    assert dict(dockerfile)["FROM"] == "${CUDA_IMAGE}"
+    assert dict(dockerfile)["FROM"] == "${BASE_IMAGE}"
     user = [args for op, args in dockerfile if op == "USER"][-1]
     assert user.split(":")[0] not in ("root", "0"), "the service must not run as root"
     assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "USER after the last RUN"
@@ -374,6 +374,9 @@ def test_dockerfile_image_shape(dockerfile):
     assert download, "the weights are fetched at build time"
     # ... as root, into a 0600 file (weights.download renames a mkstemp file): the service's user must read it.
     assert 'chmod -R a+rX "$BGREMOVE_CACHE_DIR"' in download[0]
+    # CHECKPOINT=auto (the default) bakes the weights in; CHECKPOINT=random (CI) downloads nothing.
+    assert dockerfile_arg(dockerfile, "CHECKPOINT") == "auto"
+    assert re.search(r'if \[ "\$CHECKPOINT" != random \]; then bgremove weights download', download[0]), download[0]
     healthcheck = dict(dockerfile)["HEALTHCHECK"]
     assert "/healthz" in healthcheck and ":8000" in healthcheck
     assert '"bgremove", "serve"' in dict(dockerfile)["CMD"]
@@ -437,6 +440,26 @@ def test_compose_secrets_stay_out_of_the_image_and_the_repository():
     dockerfile = (ROOT / "docker/Dockerfile").read_text()
     for name in required | {"RAY_AUTH_TOKEN_PATH"}:
         assert name not in dockerfile, f"{name} must not be baked into the image"
+def test_compose_cpu_override_swaps_the_gpu_worker_for_the_same_worker_without_a_gpu_reservation():
+    """docker/compose.cpu.yaml (machines without an NVIDIA GPU): gpu-worker is parked in a profile (its GPU
+    reservation cannot be removed by an override), and `worker` is the same node without the reservation."""
+    base = read_yaml("docker/compose.yaml")["services"]
+    override = read_yaml("docker/compose.cpu.yaml")["services"]
+    assert set(override) == {"gpu-worker", "worker"}
+    assert override["gpu-worker"] == {"profiles": ["gpu"]}
+    worker, gpu_worker = override["worker"], base["gpu-worker"]
+    assert "deploy" not in worker
+    for key in ("build", "image", "shm_size", "restart", "environment", "depends_on", "command"):
+        assert worker[key] == gpu_worker[key], key
+    assert worker["environment"]["RAY_AUTH_MODE"] == "token"  # and the one token, as gpu-worker's (above)
+    assert "--num-gpus=1" in " ".join(worker["command"])  # a logical GPU: the Segmenter lands there, runs on the CPU
+
+
+def test_container_check_is_wired_into_ci():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-containers:\n\tbash scripts/container_check\.sh$", makefile, re.M)
+    assert "make test-containers" in (ROOT / ".ci/run").read_text()
+    assert (ROOT / "scripts/container_check.sh").exists()
 
 
 # -- CI and README ----------------------------------------------------------------------------------------------------

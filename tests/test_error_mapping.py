@@ -1,6 +1,6 @@
 """What a failed downstream call becomes for the client (deployments/ingress.py: as_api_error)."""
 
-from ray.exceptions import ActorDiedError
+from ray.exceptions import ActorDiedError, ObjectLostError, RayTaskError
 from ray.serve.exceptions import RayServeException
 
 from deployments.ingress import as_api_error
@@ -21,3 +21,15 @@ def test_upstream_replica_death_wrapped_by_serve_is_a_retryable_503():
 
 def test_other_serve_errors_stay_faults():
     assert as_api_error(RayServeException("something else")) is None
+
+
+def test_a_lost_object_is_a_retryable_503_when_the_request_brought_its_photo():
+    """scripts/container_check.sh's node kill: the worker died while postprocess fetched the segmenter's answer from
+    it. The request uploaded its photo, so "upload it again" (404) would be wrong: the same request, retried, works."""
+    lost = ObjectLostError("ab" * 28, None, "")
+    in_postprocess = RayTaskError("render", "traceback", lost)
+    for exc in (lost, in_postprocess):
+        error = as_api_error(exc, uploaded=True)
+        assert error is not None and error.status == 503 and error.headers["Retry-After"] == "1", exc
+    # A click by image_id whose stored photo is gone still says to upload again.
+    assert as_api_error(lost).status == 404 and as_api_error(lost).code == "unknown_image_id"
