@@ -136,7 +136,9 @@ def soak_url(serve_instance):
     from serve_app.app import compose
     from serve_app.config import AppArgs
 
-    args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": CACHE_MB, "image_store_mb": STORE_MB})
+    # Every answer is checked to be a 200: no deadline for clicks queued behind an encoder pass on a slow runner.
+    args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": CACHE_MB, "image_store_mb": STORE_MB,
+                      "request_timeout_s": 600})
     serve.run(compose(args), name=SOAK_APP, route_prefix="/soak")
     yield serve_instance + "/soak"
     serve.delete(SOAK_APP)
