@@ -104,3 +104,16 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def metric_samples(metrics_url: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """Samples of one metric on Ray's Prometheus endpoint whose labels include ``labels`` (e.g.
+    application="routing"): [(labels, value), ...], one per series (Serve tags each with its replica)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = []
+    for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found.append((sample.labels, sample.value))
+    return found

@@ -1,6 +1,8 @@
 """End to end through Ray Serve over HTTP: the real graph, the real SAM 2.1 code (tiny, seeded random weights)."""
 
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -8,12 +10,57 @@ import pytest
 import torch
 
 from images import decode, jpeg, photo, png
+from parity import LOGIT_NOISE, assert_same_mask
+from reliability import metric_samples, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def post(url, path, files=None, data=None, **kw):
     return httpx.post(url + path, files=files, data=data, timeout=120, **kw)
+
+
+# -- parity with sam2's own predictor ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def predictor():
+    """sam2's SAM2ImagePredictor on the graph's weights (tiny, seeded random), in this process."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from deployments.sam_model import build_model
+    from serve_app.config import SegmenterConfig
+
+    return SAM2ImagePredictor(build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu"),
+                                          progress=False))
+
+
+def sam2_logits(predictor, rgb: np.ndarray, points, labels=None, box=None) -> tuple[np.ndarray, float]:
+    """sam2's full-size logits (mask: > 0) and score for a photo as the graph is documented to treat it:
+    SAM2ImagePredictor on the model-size copy (long side <= 1024) with the prompt scaled onto that copy (float32,
+    as the ingress does), the chosen mask's low-res logits brought to the photo's size by sam2's own
+    postprocess_masks. For a photo of at most 1024 px this is plain set_image + predict on the photo."""
+    from deployments.imaging import model_copy
+
+    height, width = rgb.shape[:2]
+    model = model_copy(rgb, 1024)
+    scale = np.array([model.shape[1] / width, model.shape[0] / height], np.float32)
+    points = None if points is None else np.array(points, np.float32) * scale
+    box = None if box is None else np.array(box, np.float32) * np.tile(scale, 2)
+    labels = None if labels is None else np.array(labels)
+    multimask = points is not None and len(points) == 1 and box is None  # one click: SAM's best of three
+    predictor.set_image(model)
+    _, scores, low_res = predictor.predict(points, labels, box, multimask_output=multimask)
+    best = int(np.argmax(scores)) if multimask else 0
+    logits = torch.from_numpy(low_res[best:best + 1][None])
+    return predictor._transforms.postprocess_masks(logits, (height, width))[0, 0].numpy(), float(scores[best])
+
+
+def served_mask(response: httpx.Response, size: tuple[int, int]) -> np.ndarray:
+    """The mask-only answer as booleans: alpha >= 128 is SAM's mask."""
+    assert response.status_code == 200, response.text
+    image = decode(response.content)
+    assert image.size == size
+    return np.asarray(image) >= 128
 
 
 def test_old_service_curl_form(app_url):
@@ -26,33 +73,75 @@ def test_old_service_curl_form(app_url):
     assert (image.mode, image.size) == ("RGBA", (640, 480))
     alpha = np.asarray(image)[..., 3]
     assert 0 < (alpha > 0).sum()  # something is kept ...
-    assert response.headers["X-Image-Id"] and float(response.headers["X-Mask-Score"]) == pytest.approx(
-        float(response.headers["X-Mask-Score"]))
+    assert response.headers["X-Image-Id"] and math.isfinite(float(response.headers["X-Mask-Score"]))
     assert "segment;dur=" in response.headers["Server-Timing"] and "cache;desc=" in response.headers["Server-Timing"]
 
 
-def test_v1_cutout_labels_box_and_masks_equal_sam2_predictor(app_url):
-    """Parity through the whole graph: the mask-only output equals SAM2ImagePredictor's mask for the same
-    seeded random weights, computed here in the test process."""
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-    from deployments.sam_model import build_model
-    from serve_app.config import SegmenterConfig
-
+def test_v1_cutout_labels_box_and_masks_equal_sam2_predictor(app_url, predictor):
+    """Parity through the whole graph: the mask-only output equals SAM2ImagePredictor's mask (and the score
+    header its score) for the same seeded random weights, computed here in the test process (tests/parity.py)."""
     rgb = photo(640, 480, seed=11)
     data = png(640, 480, seed=11)  # lossless, so both sides see the same pixels
     points, labels, box = [[320, 240], [100, 100]], [1, 0], [120, 80, 520, 440]
     response = post(app_url, "/v1/cutout", files={"image": ("p.png", data, "image/png")},
                     data={"points": json.dumps(points), "labels": json.dumps(labels), "box": json.dumps(box),
                           "mask_only": "true"})
-    assert response.status_code == 200, response.text
-    served_mask = np.asarray(decode(response.content)) >= 128
+    logits, score = sam2_logits(predictor, rgb, points, labels, box)
+    assert_same_mask(served_mask(response, (640, 480)), logits)
+    assert abs(float(response.headers["X-Mask-Score"]) - score) <= 5e-5 + LOGIT_NOISE  # 4 decimals
 
-    torch.manual_seed(0)
-    predictor = SAM2ImagePredictor(build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu")))
-    predictor.set_image(rgb)
-    masks, _, _ = predictor.predict(np.array(points), np.array(labels), np.array(box), multimask_output=False)
-    assert np.array_equal(served_mask, masks[0] > 0.5)
+
+def test_photo_larger_than_1024_px_masks_equal_sam2_through_the_resize(app_url, predictor):
+    """A 2000x1500 photo: the segmenter sees the ingress's 1024x768 copy, the mask comes back at 2000x1500:
+    what sam2 gives on that copy, its logits upsampled to full size by sam2 itself (up to LOGIT_NOISE)."""
+    rgb = photo(2000, 1500, seed=12)
+    for points, labels in (([[1000, 750], [300, 200]], [1, 0]), ([[1401, 333]], [1])):
+        response = post(app_url, "/v1/cutout", files={"image": ("big.png", png(2000, 1500, seed=12), "image/png")},
+                        data={"points": json.dumps(points), "labels": json.dumps(labels), "mask_only": "true"})
+        logits, score = sam2_logits(predictor, rgb, points, labels)
+        assert_same_mask(served_mask(response, (2000, 1500)), logits, points)
+        assert abs(float(response.headers["X-Mask-Score"]) - score) <= 5e-5 + LOGIT_NOISE  # 4 decimals
+
+
+@pytest.fixture(scope="module")
+def batching_url(serve_instance):
+    """The graph with a segmenter that takes 4 requests at once and waits up to 10 s to fill a batch of 4
+    (production: 2 at once, no wait), so that four photos sent together share one encoder pass."""
+    from ray import serve
+
+    from serve_app.app import compose
+    from serve_app.config import AppArgs
+
+    from conftest import TEST_ARGS
+
+    args = AppArgs(**{**TEST_ARGS, "max_batch_size": 4, "batch_wait_timeout_s": 10.0})
+    serve.run(compose(args, {"Segmenter": {"max_ongoing_requests": 4}}), name="parity_batch",
+              route_prefix="/parity-batch")
+    yield serve_instance + "/parity-batch"
+    serve.delete("parity_batch")
+
+
+def test_four_photos_sent_at_once_share_an_encoder_batch_and_match_sam2(batching_url, predictor, metrics_url):
+    shapes = [(640, 480, 21), (480, 640, 22), (800, 600, 23), (512, 512, 24)]
+
+    def send(shape):
+        width, height, seed = shape
+        return post(batching_url, "/v1/cutout", files={"image": ("p.png", png(width, height, seed), "image/png")},
+                    data={"points": json.dumps([[width // 2, height // 3]]), "mask_only": "true"})
+
+    with ThreadPoolExecutor(len(shapes)) as pool:
+        responses = list(pool.map(send, shapes))
+    for (width, height, seed), response in zip(shapes, responses):
+        assert response.headers["X-Embedding-Cache"] == "miss"
+        logits, _ = sam2_logits(predictor, photo(width, height, seed), [[width // 2, height // 3]])
+        assert_same_mask(served_mask(response, (width, height)), logits, (width, height))
+
+    def batches_of_four():  # the segmenter's histogram: batches larger than 3 images
+        samples = metric_samples(metrics_url, "ray_bgremove_encoder_batch_size_bucket", application="parity_batch")
+        total = sum(v for labels, v in samples if labels["le"] == "+Inf")
+        return total - sum(v for labels, v in samples if labels["le"] == "3.0")
+
+    assert wait_until(batches_of_four, 60, what="the encoder batch in the metrics") == 1
 
 
 def test_python_handle_returns_png_bytes(app_url):
