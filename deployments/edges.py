@@ -42,11 +42,11 @@ ALPHA_PER_LOGIT = 32.0
 class EdgeSettings:
     """Chosen on the tuning half of ``bgremove edge-quality`` (docs/benchmarks/edges-tuning.json)."""
 
-    work_megapixels: float = 1.0  # matting budget per request: larger photos are solved downsampled
-    unknown_logit: float = 4.0  # |logit| below this is SAM unsure
-    band_cells: float = 1.5  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
-    epsilon: float = 1e-5  # the matting Laplacian's colour regulariser
-    iterations: int = 60  # conjugate-gradient steps (the coarse alpha is the starting guess)
+    work_megapixels: float = 0.25  # matting budget per request: larger photos are solved downsampled
+    unknown_logit: float = 8.0  # |logit| below this is SAM unsure
+    band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
+    epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
+    iterations: int = 120  # conjugate-gradient steps (the coarse alpha is the starting guess)
     guide_radius: int = 2  # window (working pixels) of the linear model that carries the matte to full size
     guide_epsilon: float = 1e-4
     colour_cells: float = 8.0  # blur-fusion's wide pass, in logit cells; its narrow pass is 3 working pixels
@@ -161,7 +161,7 @@ def _guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsil
     mean_i, mean_p = _box(image, radius), _box(p, radius)
     cov_ip = _box(image * p, radius) - mean_i * mean_p
     var = torch.stack([_box(image[i:i + 1] * image[j:j + 1], radius)[0] - mean_i[i] * mean_i[j]
-                       for i in range(3) for j in range(3)], -1).permute(1, 2, 0).reshape(*alpha.shape, 3, 3)
+                       for i in range(3) for j in range(3)], -1).reshape(*alpha.shape, 3, 3)
     var = var + epsilon * torch.eye(3)
     a = torch.linalg.solve(var, cov_ip.permute(1, 2, 0)[..., None])[..., 0].permute(2, 0, 1)
     b = mean_p[0] - (a * mean_i).sum(0)
