@@ -152,7 +152,8 @@ def cmd_edge_quality(args: argparse.Namespace) -> int:
     from . import edge_quality
 
     return edge_quality.main([*(["--quick"] if args.quick else []), *(["--tune"] if args.tune else []),
-                              *(["--solvers"] if args.solvers else []), *(["--crop", args.crop] if args.crop else [])])
+                              *(["--solvers"] if args.solvers else []), *(["--crop", args.crop] if args.crop else []),
+                              *(["--small"] if args.small else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     edges.add_argument("--tune", action="store_true", help="the grid search on the tuning half (slow)")
     edges.add_argument("--solvers", action="store_true", help="pymatting's methods against the torch solver")
     edges.add_argument("--crop", default=None, help="also render the side-by-side crop to this PNG")
+    edges.add_argument("--small", action="store_true", help="both halves' 12 photos at 1 MP (a busy machine)")
     edges.set_defaults(run=cmd_edge_quality)
     return parser
 

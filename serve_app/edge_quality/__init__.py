@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", action="store_true", help="grid search on the tuning half (slow)")
     parser.add_argument("--solvers", action="store_true", help="compare pymatting's methods on 4 tuning photos")
     parser.add_argument("--crop", default=None, help="write the side-by-side crop PNG here")
+    parser.add_argument("--small", action="store_true", help="both halves' 12 photos at 1 MP (a busy machine)")
     args = parser.parse_args(argv)
     if args.tune:
         result = tune(sample_set(GRID_SEEDS, GRID_SIZES))
@@ -244,15 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         samples = sample_set(REPORT_SEEDS[:4], QUICK_SIZES)
         result = {"settings": asdict(DEFAULT_SETTINGS), "report": measure(samples)}
     else:
-        report = sample_set(REPORT_SEEDS)
+        sizes = QUICK_SIZES if args.small else SIZES
+        report = sample_set(REPORT_SEEDS, sizes)
         result = {"settings": asdict(DEFAULT_SETTINGS), "first_and_tenth": first_and_tenth(report[2])}
-        result["tuning"] = measure(sample_set(TUNING_SEEDS, TUNING_SIZES))
-        result["report"] = measure(report)
-        result["colours_with_true_alpha"] = {"tuning": colour_check(sample_set(TUNING_SEEDS[:6], SIZES[:6])),
-                                             "report": colour_check(report)}
-        if args.crop:
-            hairy = next(s for s in report if "hair" in s.features)
-            result["crop"] = render_crop(hairy, Path(args.crop))
+        steps = [("report", lambda: measure(report)),
+                 ("crop", lambda: render_crop(next(s for s in report if "hair" in s.features), Path(args.crop))
+                  if args.crop else None),
+                 ("colours_with_true_alpha", lambda: {"report": colour_check(report)}),
+                 ("tuning", lambda: measure(sample_set(TUNING_SEEDS, QUICK_SIZES if args.small else TUNING_SIZES)))]
+        for key, step in steps:
+            result[key] = step()
+            print(json.dumps({key: result[key]}), file=sys.stderr, flush=True)  # progress: a long run's parts
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
