@@ -15,8 +15,8 @@
   foreground colour estimation": blur-fusion), so a cut-out on white or any colour has no halo. Alpha is
   never changed by this.
 
-Cost bound: matting and colour estimation run on a copy of at most ``work_megapixels`` (downsample-solve-
-upsample); at full size only the edge band's pixels are touched, so a 25 MP photo costs the upsampling of
+Cost bound: matting runs on a copy of at most ``work_megapixels`` and colour estimation on one of at most
+``colour_megapixels`` (downsample-solve-upsample); at full size only the edge band's pixels are touched, so a 25 MP photo costs the upsampling of
 its logits plus a band's worth of arithmetic, never a 25 MP linear system.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -50,6 +50,7 @@ class EdgeSettings:
     guide_radius: int = 2  # window (working pixels) of the linear model that carries the matte to full size
     guide_epsilon: float = 1e-4
     colour_cells: float = 8.0  # blur-fusion's wide pass, in logit cells; its narrow pass is 3 working pixels
+    colour_megapixels: float = 1.0  # colour estimation's own working size (finer than matting's budget)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
     solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
 
@@ -227,9 +228,8 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
     if not refine and not want_colours:
         return alpha, photo
     start = time.perf_counter()
-    work = _working(photo, logits, settings)
-    work_alpha = None
     if refine:
+        work = _working(photo, logits, settings)
         matte = _matte(work, settings)
         if timings is not None:
             timings["refine_mp"] = round(work.photo.shape[0] * work.photo.shape[1] / 1e6, 2)
@@ -251,25 +251,21 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
             timings["refine"] = round((time.perf_counter() - start) * 1000, 2)
     if not want_colours:
         return alpha, photo
-    if work_alpha is None:
-        work_alpha = soft_alpha(torch.from_numpy(work.logits.copy())).astype(np.float32) / 255.0
-    return alpha, decontaminate(photo, alpha, settings, (work, work_alpha))
+    return alpha, decontaminate(photo, alpha, settings)
 
 
-def decontaminate(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings | None = None,
-                  working: tuple[_Working, np.ndarray] | None = None) -> np.ndarray:
+def decontaminate(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings | None = None) -> np.ndarray:
     """The photo with its soft-edge pixels (0 < alpha < 255) replaced by the subject's estimated colour.
 
-    Blur-fusion runs at working size (``working``: the working photo and its alpha; made from ``alpha`` when
-    not given); at full size only the soft pixels are computed, from their own colour and alpha."""
+    Blur-fusion runs on a copy of at most ``colour_megapixels``; at full size only the soft pixels are
+    computed, from their own colour and alpha."""
     settings = settings or DEFAULT_SETTINGS
     size = alpha.shape
-    if working is None:
-        work = _working(photo, np.zeros((LOW_RES, LOW_RES), np.float32), settings)
-        h, w = work.photo.shape[:2]
-        work_alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    else:
-        work, work_alpha = working
+    work = _working(photo, np.zeros((LOW_RES, LOW_RES), np.float32),
+                    replace(settings, work_megapixels=settings.colour_megapixels))
+    h, w = work.photo.shape[:2]
+    work_alpha = (alpha if (h, w) == size else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA))
+    work_alpha = work_alpha.astype(np.float32) / 255.0
     radii = (max(1, round(settings.colour_cells * max(work.cell))), 3)
     fg, bg = _blur_fusion(work.photo, work_alpha, radii)
     out = photo.copy()
