@@ -115,7 +115,7 @@ class OutputOptions:
     crop_margin: int = 0  # pixels kept around the subject when cropping
     feather: float = 0.0  # extra softening of the edge, Gaussian sigma in pixels
     quality: int = 90  # WebP / JPEG quality
-    refine: bool = False  # refine the edge with the full-resolution photo (deployments/refine.py)
+    refine: bool = False  # matting on SAM's uncertain band (deployments/edges.py)
 
 
 @dataclass(frozen=True)

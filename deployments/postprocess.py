@@ -1,4 +1,4 @@
-"""CPU stage: choose SAM's mask, bring its logits to full size, make a soft alpha, compose and encode.
+"""CPU stage: choose SAM's mask, make its edge (``deployments.edges.cutout_edge``), compose and encode.
 
 ``Postprocessor`` is the plain class; ``PostprocessDeployment`` its Ray shell.
 """
@@ -14,43 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from ray import serve
 
 from serve_app.config import PostprocessConfig
 
+from .edges import cutout_edge, soft_alpha, upsample_logits, warm_up  # noqa: F401 (re-exported: the stage's helpers)
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
 from .png import CutoutRows, encode_png, encode_png_fast
-from .refine import refine_alpha
 
 
 def choose_mask(scores: np.ndarray) -> int:
     """With SAM's three candidate masks for one click, keep the one it predicts to be best; else the only one."""
     return int(np.argmax(scores)) if len(scores) > 1 else 0
-
-
-def upsample_logits(logits: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """256x256 logits to (height, width), exactly as SAM2Transforms.postprocess_masks does (bilinear,
-    align_corners=False, FP32), so that `> 0` gives SAM2ImagePredictor's mask bit for bit."""
-    low_res = torch.from_numpy(np.array(logits, dtype=np.float32))[None, None]  # a writable copy (256 KB)
-    return F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)[0, 0]
-
-
-# Logit units per step of 8-bit alpha in the soft edge: the ramp spans logits -4..+4, about the width
-# of SAM's logit transition between two of its 256x256 cells.
-ALPHA_PER_LOGIT = 32.0
-
-
-def soft_alpha(full_logits: torch.Tensor) -> np.ndarray:
-    """Logits to an 8-bit alpha with a soft edge: a clipped linear ramp, ceil(127 + 32 * logit), which is
-    >= 128 exactly where the logit is > 0 (SAM's mask) and <= 127 elsewhere, so the edge never moves.
-    Overwrites ``full_logits`` (a 12 MP image is 48 MB of floats; no copies)."""
-    inside = full_logits > 0
-    alpha = full_logits.mul_(ALPHA_PER_LOGIT).add_(127.0).ceil_().clamp_(0.0, 255.0).to(torch.uint8)
-    # 127 + tiny positive logit rounds to 127.0 in float32: lift those few pixels to 128.
-    return torch.maximum(alpha, inside.view(torch.uint8).mul_(128)).numpy()
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
@@ -98,6 +75,7 @@ class Postprocessor:
         self.threads = self.config.threads or os.cpu_count() or 1
         self.use_threads()
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="png")
+        warm_up()  # one-time kernel costs are paid here, at replica start, not by the first request
 
     def use_threads(self) -> None:
         """OpenMP thread counts are per thread (and Ray sets OMP_NUM_THREADS to num_cpus): call this in any
@@ -107,14 +85,10 @@ class Postprocessor:
     def render(self, seg: SegmentResult, rgb: np.ndarray, options: OutputOptions = OutputOptions(),
                source_alpha: np.ndarray | None = None) -> Cutout:
         start = time.perf_counter()
-        height, width = rgb.shape[:2]
         index = choose_mask(seg.scores)
-        alpha = soft_alpha(upsample_logits(seg.logits[index], height, width))
-        refine_ms = {}
-        if options.refine:
-            refine_start = time.perf_counter()
-            alpha = refine_alpha(rgb, alpha)
-            refine_ms = {"refine": round((time.perf_counter() - refine_start) * 1000, 2)}
+        edge_ms: dict[str, float] = {}  # refine (ms) and refine_mp (megapixels matting ran at), when asked
+        alpha, colours = cutout_edge(rgb, seg.logits[index], options.refine, colours=not options.mask_only,
+                                     timings=edge_ms)
         alpha = feather(alpha, options.feather)
         if source_alpha is not None:  # what was transparent in the upload stays transparent
             alpha = np.minimum(alpha, source_alpha)
@@ -122,15 +96,15 @@ class Postprocessor:
 
         if options.crop and (box := subject_box(alpha, options.crop_margin)) is not None:
             x0, y0, x1, y1 = box
-            rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+            colours, alpha = colours[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
         encode_start = time.perf_counter()
         if options.format == "png" and not options.mask_only and options.background is None \
                 and self.config.png_compression == "small":
             # Composed band by band inside the parallel zlib-ng writer: no full-size RGBA copy.
-            data = encode_png(CutoutRows(rgb, alpha), self.config.png_level, self._pool, parts=self.threads)
+            data = encode_png(CutoutRows(colours, alpha), self.config.png_level, self._pool, parts=self.threads)
         else:
-            data = self.encode(alpha if options.mask_only else compose(rgb, alpha, options.background), options)
-        timings = {**seg.timings_ms, **refine_ms, "upsample": round(upsample_ms, 2),
+            data = self.encode(alpha if options.mask_only else compose(colours, alpha, options.background), options)
+        timings = {**seg.timings_ms, **edge_ms, "upsample": round(upsample_ms, 2),
                    "output": round((time.perf_counter() - encode_start) * 1000, 2),
                    "postprocess": round((time.perf_counter() - start) * 1000, 2)}
         return Cutout(data=data, media_type=MEDIA_TYPES_BY_FORMAT[options.format], width=alpha.shape[1],

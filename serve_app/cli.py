@@ -5,7 +5,7 @@
   bgremove batch photos/ -o cutouts/   a folder, glob or manifest as one Ray Data job (serve_app/batch.py)
   bgremove weights download --model tiny | bgremove weights list
   bgremove bench --model tiny                 JSON: first / repeat clicks, throughput, baseline
-  bgremove edge-quality [--quick]      JSON: edge refinement vs plain upsampling on a synthetic set
+  bgremove edge-quality [--quick]      JSON: edge colours and refinement vs plain upsampling (synthetic)
 """
 
 from __future__ import annotations
@@ -178,7 +178,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_edge_quality(args: argparse.Namespace) -> int:
     from . import edge_quality
 
-    return edge_quality.main([*(["--quick"] if args.quick else []), "--methods", args.methods])
+    return edge_quality.main([*(["--quick"] if args.quick else []), *(["--tune"] if args.tune else []),
+                              *(["--solvers"] if args.solvers else []), *(["--crop", args.crop] if args.crop else []),
+                              *(["--small"] if args.small else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,9 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(bench_cmd)
     bench_cmd.set_defaults(run=cmd_bench)
 
-    edges = verbs.add_parser("edge-quality", help="edge refinement vs plain upsampling on a synthetic set (JSON)")
-    edges.add_argument("--quick", action="store_true", help="two smaller images instead of the full set")
-    edges.add_argument("--methods", default="guided,closed_form", help="comma-separated: guided, closed_form")
+    edges = verbs.add_parser("edge-quality", help="edge colours and refinement vs plain upsampling on synthetic "
+                             "photos: tuning and report halves (JSON)")
+    edges.add_argument("--quick", action="store_true", help="four 1 MP report photos instead of both halves")
+    edges.add_argument("--tune", action="store_true", help="the grid search on the tuning half (slow)")
+    edges.add_argument("--solvers", action="store_true", help="pymatting's methods against the torch solver")
+    edges.add_argument("--crop", default=None, help="also render the side-by-side crop to this PNG")
+    edges.add_argument("--small", action="store_true", help="both halves' 12 photos at 1 MP (a busy machine)")
     edges.set_defaults(run=cmd_edge_quality)
     return parser
 

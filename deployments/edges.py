@@ -1,0 +1,291 @@
+"""The cut-out's edge: SAM's 256x256 logits and the full-resolution photo in, alpha and edge colours out.
+
+``cutout_edge(photo, logits, refine)`` is the one entry point; the postprocess stage, the edge benchmark
+(``serve_app/edge_quality.py``) and outside checks all call it.
+
+- Plain (``refine=False``): the logits upsampled exactly as sam2 does, as a soft alpha (``soft_alpha``:
+  >= 128 exactly where SAM's mask is), so masks match SAM2ImagePredictor bit for bit.
+- Refined (``refine=True``): a trimap from SAM's own uncertainty (pixels whose logit is below
+  ``unknown_logit`` in magnitude, widened by ``band_cells`` logit cells so that an outline one cell off lies
+  inside it), closed-form matting of that band (``deployments/matting.py``, torch conjugate gradients, on
+  the GPU when there is one), and the matte brought to full size through the photo's own colours (the guided
+  filter's local linear model, fitted where the matte was solved and applied to full-resolution pixels).
+- Colours, both paths: where alpha is neither 0 nor 255 the photo's pixel mixes subject and old background.
+  They are replaced by an estimate of the subject's colour (Forte and Pitie 2021, "Approximate fast
+  foreground colour estimation": blur-fusion), so a cut-out on white or any colour has no halo. Alpha is
+  never changed by this.
+
+Cost bound: matting runs on a copy of at most ``work_megapixels`` and colour estimation on one of at most
+``colour_megapixels`` (downsample-solve-upsample); at full size only the edge band's pixels are touched, so a 25 MP photo costs the upsampling of
+its logits plus a band's worth of arithmetic, never a 25 MP linear system.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .matting import solve_alpha
+
+LOW_RES = 256  # SAM's mask logits are 256x256 whatever the photo's shape
+# Logit units per step of 8-bit alpha in the plain soft edge: the ramp spans logits -4..+4.
+ALPHA_PER_LOGIT = 32.0
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """Chosen on the tuning half of ``bgremove edge-quality`` (docs/benchmarks/edges-tuning.json)."""
+
+    work_megapixels: float = 0.25  # matting budget per request: larger photos are solved downsampled
+    unknown_logit: float = 8.0  # |logit| below this is SAM unsure
+    band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
+    epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
+    iterations: int = 120  # conjugate-gradient steps (the coarse alpha is the starting guess)
+    guide_radius: int = 2  # window (working pixels) of the linear model that carries the matte to full size
+    guide_epsilon: float = 1e-4
+    colour_cells: float = 8.0  # blur-fusion's wide pass, in logit cells; its narrow pass is 3 working pixels
+    colour_megapixels: float = 1.0  # colour estimation's own working size (finer than matting's budget)
+    decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
+    solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
+
+
+DEFAULT_SETTINGS = EdgeSettings()
+
+
+def upsample_logits(logits: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """256x256 logits to (height, width), exactly as SAM2Transforms.postprocess_masks does (bilinear,
+    align_corners=False, FP32), so that `> 0` gives SAM2ImagePredictor's mask bit for bit."""
+    low_res = torch.from_numpy(np.array(logits, dtype=np.float32))[None, None]  # a writable copy (256 KB)
+    return F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)[0, 0]
+
+
+def soft_alpha(full_logits: torch.Tensor) -> np.ndarray:
+    """Logits to an 8-bit alpha with a soft edge: a clipped linear ramp, ceil(127 + 32 * logit), which is
+    >= 128 exactly where the logit is > 0 (SAM's mask) and <= 127 elsewhere, so the edge never moves.
+    Overwrites ``full_logits`` (a 12 MP image is 48 MB of floats; no copies)."""
+    inside = full_logits > 0
+    alpha = full_logits.mul_(ALPHA_PER_LOGIT).add_(127.0).ceil_().clamp_(0.0, 255.0).to(torch.uint8)
+    # 127 + tiny positive logit rounds to 127.0 in float32: lift those few pixels to 128.
+    return torch.maximum(alpha, inside.view(torch.uint8).mul_(128)).numpy()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window clipped at the borders; x (C, H, W)."""
+    return F.avg_pool2d(x[None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)[0]
+
+
+def _box_cv(x: np.ndarray, radius: int) -> np.ndarray:
+    return cv2.blur(x, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
+
+
+@dataclass
+class _Working:
+    """The photo at the matting budget's size, with what both paths need there."""
+
+    photo: np.ndarray  # (h, w, 3) float32 in [0, 1]
+    logits: np.ndarray  # (h, w) float32
+    cell: tuple[float, float]  # working pixels per logit cell (x, y)
+    scale: float  # working side / full side
+
+
+def _working(photo: np.ndarray, logits: np.ndarray, settings: EdgeSettings) -> _Working:
+    height, width = photo.shape[:2]
+    scale = min(1.0, math.sqrt(settings.work_megapixels * 1e6 / (height * width)))
+    h, w = max(8, round(height * scale)), max(8, round(width * scale))
+    small = photo if (h, w) == (height, width) else cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+    return _Working(small.astype(np.float32) / 255.0, upsample_logits(logits, h, w).numpy(),
+                    (w / LOW_RES, h / LOW_RES), h / height)
+
+
+def unknown_band(logits: np.ndarray, cell: tuple[float, float], settings: EdgeSettings) -> np.ndarray:
+    """The trimap's unknown region from SAM's uncertainty: |logit| < unknown_logit, dilated by band_cells."""
+    unsure = (np.abs(logits) < settings.unknown_logit).astype(np.uint8)
+    rx, ry = (max(1, round(settings.band_cells * c)) for c in cell)
+    return cv2.dilate(unsure, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1))).astype(bool)
+
+
+def _bounding_slices(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
+def _solve(photo: np.ndarray, known: np.ndarray, start: np.ndarray, settings: EdgeSettings) -> np.ndarray:
+    """Closed-form (or another pymatting method's) alpha of the unknown pixels; float32 (h, w)."""
+    if settings.solver == "torch":
+        device = _device()
+        image = torch.from_numpy(photo).to(device).permute(2, 0, 1).contiguous()
+        alpha = solve_alpha(image, torch.from_numpy(known).to(device), torch.from_numpy(start).to(device),
+                            settings.epsilon, settings.iterations)
+        return alpha.cpu().numpy()
+    import pymatting  # the comparison methods (numba, imported only when asked for)
+
+    trimap = np.where(known, np.round(start), 0.5).astype(np.float64)
+    estimate = getattr(pymatting, f"estimate_alpha_{settings.solver}")
+    kwargs = {"laplacian_kwargs": {"epsilon": settings.epsilon}} if settings.solver == "cf" else {}
+    return estimate(photo.astype(np.float64), trimap, **kwargs).astype(np.float32)
+
+
+def _matte(work: _Working, settings: EdgeSettings) -> tuple[np.ndarray, np.ndarray] | None:
+    """Alpha at working size (float32) and the band it was solved in, or None when there is nothing to solve."""
+    band = unknown_band(work.logits, work.cell, settings)
+    inside = work.logits > 0
+    if not band.any() or not (inside & ~band).any() or not (~inside & ~band).any():
+        return None  # matting needs known foreground and background to start from
+    box = _bounding_slices(band, 2)
+    start = np.clip(0.5 + work.logits * (ALPHA_PER_LOGIT / 255.0), 0.0, 1.0)
+    start[~band] = inside[~band]
+    alpha = start.copy()
+    alpha[box] = _solve(work.photo[box], ~band[box], start[box], settings)
+    return alpha, band
+
+
+def _guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsilon: float) -> torch.Tensor:
+    """He et al.'s guided filter (colour guide): per window, alpha ~ a . colour + b. Returns (4, h, w): a, b,
+    averaged over the windows holding each pixel, ready to apply to a full-resolution colour."""
+    image = torch.from_numpy(photo).permute(2, 0, 1)
+    p = torch.from_numpy(alpha)[None]
+    mean_i, mean_p = _box(image, radius), _box(p, radius)
+    cov_ip = _box(image * p, radius) - mean_i * mean_p
+    var = torch.stack([_box(image[i:i + 1] * image[j:j + 1], radius)[0] - mean_i[i] * mean_i[j]
+                       for i in range(3) for j in range(3)], -1).reshape(*alpha.shape, 3, 3)
+    var = var + epsilon * torch.eye(3)
+    a = torch.linalg.solve(var, cov_ip.permute(1, 2, 0)[..., None])[..., 0].permute(2, 0, 1)
+    b = mean_p[0] - (a * mean_i).sum(0)
+    return _box(torch.cat([a, b[None]]), radius)
+
+
+def _blur_fusion(photo: np.ndarray, alpha: np.ndarray, radii: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Forte and Pitie's two-pass blur-fusion: smooth subject (F) and background (B) colours such that the
+    photo = alpha F + (1 - alpha) B holds where alpha is soft. photo (h, w, 3), alpha (h, w), floats in [0, 1]."""
+    a = alpha[..., None]
+    fg, bg = photo, photo
+    for radius in radii:
+        blurred_a = _box_cv(a[..., 0], radius)[..., None]
+        fg_blur = _box_cv(fg * a, radius) / (blurred_a + 1e-5)
+        bg_blur = _box_cv(bg * (1 - a), radius) / (1 - blurred_a + 1e-5)
+        fg = np.clip(fg_blur + a * (photo - a * fg_blur - (1 - a) * bg_blur), 0.0, 1.0)
+        bg = bg_blur
+    return fg, bg
+
+
+def _at(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear samples of a working-size (C, h, w) tensor at full-resolution pixel centres: (C, N)."""
+    height, width = size
+    x = (torch.from_numpy(cols).float() + 0.5) / width * 2 - 1
+    y = (torch.from_numpy(rows).float() + 0.5) / height * 2 - 1
+    points = torch.stack([x, y], -1)[None, None]
+    return F.grid_sample(grid[None].float(), points, mode="bilinear", padding_mode="border",
+                         align_corners=False)[0, :, 0]
+
+
+def _full_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+BLOCK_PIXELS = 1 << 20  # full-size work goes a million pixels at a time: a 25 MP band never needs GBs at once
+
+
+def _blocks(mask: np.ndarray):
+    """(rows, cols) of the mask's pixels, in blocks of whole image rows."""
+    step = max(1, BLOCK_PIXELS // mask.shape[1])
+    for top in range(0, mask.shape[0], step):
+        rows, cols = np.nonzero(mask[top:top + step])
+        if rows.size:
+            yield rows + top, cols
+
+
+def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours: bool = True,
+                settings: EdgeSettings | None = None, timings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha uint8 (H, W) and the colours to put under it, uint8 (H, W, 3), for one chosen mask.
+
+    photo: uint8 (H, W, 3), full resolution; logits: float32 (256, 256), the mask's low-res logits as the
+    segmenter returns them; refine: matting on SAM's uncertain band (slower) instead of the plain soft edge.
+    ``colours=False`` skips colour estimation (mask-only output) and returns the photo itself as colours;
+    ``timings``, if given, receives ``refine`` (ms) and ``refine_mp`` (the megapixels matting ran at).
+    """
+    settings = settings or DEFAULT_SETTINGS
+    height, width = photo.shape[:2]
+    size = (height, width)
+    full_logits = upsample_logits(logits, height, width)
+    inside = (full_logits > 0).numpy() if refine else None
+    alpha = soft_alpha(full_logits)
+    want_colours = colours and settings.decontaminate
+    if not refine and not want_colours:
+        return alpha, photo
+    start = time.perf_counter()
+    if refine:
+        work = _working(photo, logits, settings)
+        matte = _matte(work, settings)
+        if timings is not None:
+            timings["refine_mp"] = round(work.photo.shape[0] * work.photo.shape[1] / 1e6, 2)
+        if matte is not None:
+            work_alpha, band = matte
+            full_band = _full_size(band, size)
+            alpha = inside.view(np.uint8) * np.uint8(255)
+            coefficients = None if work.scale == 1.0 else _guide_coefficients(
+                work.photo, work_alpha, settings.guide_radius, settings.guide_epsilon)
+            for rows, cols in _blocks(full_band):
+                if coefficients is None:
+                    values = work_alpha[rows, cols]
+                else:
+                    sampled = _at(coefficients, rows, cols, size).numpy()
+                    pixels = photo[rows, cols].astype(np.float32) / 255.0
+                    values = (sampled[:3].T * pixels).sum(1) + sampled[3]
+                alpha[rows, cols] = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+        if timings is not None:
+            timings["refine"] = round((time.perf_counter() - start) * 1000, 2)
+    if not want_colours:
+        return alpha, photo
+    return alpha, decontaminate(photo, alpha, settings)
+
+
+def decontaminate(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings | None = None) -> np.ndarray:
+    """The photo with its soft-edge pixels (0 < alpha < 255) replaced by the subject's estimated colour.
+
+    Blur-fusion runs on a copy of at most ``colour_megapixels``; at full size only the soft pixels are
+    computed, from their own colour and alpha."""
+    settings = settings or DEFAULT_SETTINGS
+    size = alpha.shape
+    work = _working(photo, np.zeros((LOW_RES, LOW_RES), np.float32),
+                    replace(settings, work_megapixels=settings.colour_megapixels))
+    h, w = work.photo.shape[:2]
+    work_alpha = (alpha if (h, w) == size else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA))
+    work_alpha = work_alpha.astype(np.float32) / 255.0
+    radii = (max(1, round(settings.colour_cells * max(work.cell))), 3)
+    fg, bg = _blur_fusion(work.photo, work_alpha, radii)
+    out = photo.copy()
+    estimates = torch.from_numpy(np.concatenate([fg, bg], -1)).permute(2, 0, 1)
+    for rows, cols in _blocks((alpha > 0) & (alpha < 255)):
+        sampled = _at(estimates, rows, cols, size).numpy().T
+        a = alpha[rows, cols].astype(np.float32)[:, None] / 255.0
+        pixels = photo[rows, cols].astype(np.float32) / 255.0
+        fg_at, bg_at = sampled[:, :3], sampled[:, 3:]
+        estimate = np.clip(fg_at + a * (pixels - a * fg_at - (1 - a) * bg_at), 0.0, 1.0)
+        out[rows, cols] = np.round(estimate * 255.0).astype(np.uint8)
+    return out
+
+
+def warm_up() -> None:
+    """Run both paths once on a tiny photo, so that the first request pays no one-time cost (torch kernels'
+    first dispatch, cv2's thread pool; pymatting's numba kernels when a pymatting solver is configured)."""
+    yy, xx = np.mgrid[0:96, 0:128].astype(np.float32)
+    inside = (xx - 64) ** 2 + (yy - 48) ** 2 < 30 ** 2
+    photo = np.where(inside[..., None], np.uint8(200), np.uint8(40)).repeat(3, -1)
+    logits = cv2.resize(np.where(inside, 10.0, -10.0).astype(np.float32), (LOW_RES, LOW_RES))
+    for refine in (False, True):
+        cutout_edge(photo, logits, refine)
