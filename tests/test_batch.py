@@ -284,7 +284,8 @@ def test_rayjob_manifest_runs_the_batch_verb_on_the_service_image():
     from serve_app.cli import build_parser
 
     job = yaml.safe_load((ROOT / "cluster" / "rayjob-batch.yaml").read_text())
-    service = yaml.safe_load((ROOT / "cluster" / "rayservice.yaml").read_text())
+    service = next(doc for doc in yaml.safe_load_all((ROOT / "cluster" / "rayservice.yaml").read_text())
+                   if doc["kind"] == "RayService")
     assert job["kind"] == "RayJob" and job["spec"]["shutdownAfterJobFinishes"] is True
     command = shlex.split(job["spec"]["entrypoint"])
     assert command[0] == "bgremove"

@@ -46,7 +46,7 @@ def sam2_logits(predictor, rgb: np.ndarray, points, labels=None, box=None) -> tu
     scale = np.array([model.shape[1] / width, model.shape[0] / height], np.float32)
     points = None if points is None else np.array(points, np.float32) * scale
     box = None if box is None else np.array(box, np.float32) * np.tile(scale, 2)
-    labels = None if labels is None else np.array(labels)
+    labels = None if points is None else np.array(labels if labels is not None else [1] * len(points))
     multimask = points is not None and len(points) == 1 and box is None  # one click: SAM's best of three
     predictor.set_image(model)
     _, scores, low_res = predictor.predict(points, labels, box, multimask_output=multimask)
