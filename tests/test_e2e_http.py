@@ -132,6 +132,7 @@ def test_four_photos_sent_at_once_share_an_encoder_batch_and_match_sam2(batching
     with ThreadPoolExecutor(len(shapes)) as pool:
         responses = list(pool.map(send, shapes))
     for (width, height, seed), response in zip(shapes, responses):
+        assert response.status_code == 200, response.text
         assert response.headers["X-Embedding-Cache"] == "miss"
         logits, _ = sam2_logits(predictor, photo(width, height, seed), [[width // 2, height // 3]])
         assert_same_mask(served_mask(response, (width, height)), logits, (width, height))
