@@ -111,10 +111,11 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+NAMESPACES_MISSING = namespaces_missing()
+
+
+@pytest.mark.skipif(NAMESPACES_MISSING is not None, reason=str(NAMESPACES_MISSING))
 def test_readme_one_gpu_box_commands_work_with_token_authentication(workdir):
-    reason = namespaces_missing()
-    if reason:
-        pytest.skip(reason)
     commands = readme_commands()
     for step in ("ray start --head", "serve deploy configs/gpu.yaml", "serve status", "/healthz",
                  "/background-removal/remove", "ray stop"):
