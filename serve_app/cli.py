@@ -183,6 +183,17 @@ def cmd_edge_quality(args: argparse.Namespace) -> int:
                               *(["--small"] if args.small else [])])
 
 
+def add_output_flags(verb: argparse.ArgumentParser) -> None:
+    """The output options of /v1/cutout (but the format), as `cut` and `batch` both take them."""
+    verb.add_argument("--background", default=None, help="fill colour, e.g. white or #ff0000")
+    verb.add_argument("--crop", action="store_true", help="crop to the subject")
+    verb.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
+    verb.add_argument("--mask-only", dest="mask_only", action="store_true")
+    verb.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma, pixels)")
+    verb.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
+    verb.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo (slower)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgremove", description="Cut the clicked object out of a photo.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -203,13 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     cut.add_argument("--box", type=_box, default=None, metavar="X0,Y0,X1,Y1")
     cut.add_argument("-o", "--output", required=True)
     cut.add_argument("--format", choices=["png", "webp", "jpeg"], default=None, help="default: from -o's suffix")
-    cut.add_argument("--background", default=None, help="fill colour, e.g. white or #ff0000")
-    cut.add_argument("--crop", action="store_true", help="crop to the subject")
-    cut.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
-    cut.add_argument("--mask-only", dest="mask_only", action="store_true")
-    cut.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma, pixels)")
-    cut.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
-    cut.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo (slower)")
+    add_output_flags(cut)
     cut.add_argument("--url", default=os.environ.get("BGREMOVE_URL", DEFAULT_URL))
     cut.add_argument("--api-key", default=os.environ.get("BGREMOVE_API_KEY"))
     cut.add_argument("--timeout", type=float, default=120.0)
@@ -219,13 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_cmd.add_argument("input", help="a folder (recursive), a glob ('photos/**/*.jpg') or a manifest (*.jsonl)")
     batch_cmd.add_argument("-o", "--output", required=True, help="a folder or a filesystem URI (s3://...)")
     batch_cmd.add_argument("--format", choices=["png", "webp", "jpeg"], default=None)
-    batch_cmd.add_argument("--background", default=None, help="fill colour, e.g. white or #ff0000")
-    batch_cmd.add_argument("--crop", action="store_true", help="crop to the subject")
-    batch_cmd.add_argument("--crop-margin", dest="crop_margin", type=int, default=None)
-    batch_cmd.add_argument("--mask-only", dest="mask_only", action="store_true")
-    batch_cmd.add_argument("--feather", type=float, default=None, help="extra edge softening (Gaussian sigma)")
-    batch_cmd.add_argument("--quality", type=int, default=None, help="WebP / JPEG quality (1-100)")
-    batch_cmd.add_argument("--refine", action="store_true", help="refine the edge with the full-resolution photo")
+    add_output_flags(batch_cmd)
     batch_cmd.add_argument("--model", choices=["tiny", "small", "base_plus", "large"], default=None)
     batch_cmd.add_argument("--checkpoint", default=None, help="auto | random | path | URL")
     batch_cmd.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
