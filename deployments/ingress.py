@@ -112,12 +112,14 @@ class IngressCore:
 
     async def upload(self, data: bytes, owner: str = "") -> StoredImage:
         """Stores an image for later clicks and warms its embedding (POST /v1/images)."""
+        start = time.perf_counter()
         stored = await self._decode_and_share(data, owner)
         kept, _ = await asyncio.gather(self.stages.remember(stored),
                                        self.stages.warm(stored.embedding_id, stored.model))
         if not kept:
             raise errors.too_large("image_store_full", "the image is larger than the image store keeps for one "
                                    f"{'API key' if owner else 'server'}; send it with each /v1/cutout request instead")
+        await self._renew_if_slow(stored.image_id, start)
         return stored
 
     async def cutout(self, *, image: bytes | None = None, image_id: str | None = None, points: Any = None,
@@ -145,6 +147,7 @@ class IngressCore:
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
         if remembering is not None:
             await remembering
+            await self._renew_if_slow(source.image_id, start)
         timings["total"] = _ms(start)
         cache_hit, stage_timings = cutout.cache_hit, cutout.timings_ms
         if owner and image is not None:
@@ -167,6 +170,13 @@ class IngressCore:
                              content_id=decoded.image_id, owner=owner)
         self.recent.add(stored)  # the next click on this photo may come here before the store has it
         return stored
+
+    async def _renew_if_slow(self, image_id: str, start: float) -> None:
+        """The store's TTL counts from when the record went in, at the start of the request: after a slow answer
+        (longer than recent_image_s, a quarter of the TTL at most) one read renews it, so the id the client now
+        holds is good for a whole TTL, however long the model took."""
+        if time.perf_counter() - start > self.limits.recent_image_s:
+            await self.stages.recall(image_id)
 
     async def _recall(self, image_id: str, owner: str) -> StoredImage:
         # A record this replica fetched (and so renewed in the store) less than fresh_s ago needs no store call:

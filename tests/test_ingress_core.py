@@ -181,3 +181,56 @@ def test_at_most_max_concurrent_decodes_run_at_once_even_when_callers_give_up(mo
     results = asyncio.run(burst())
     assert sum(not isinstance(r, BaseException) for r in results) == 8
     assert peak[0] == 2
+
+
+# -- an id is good for a whole TTL from the answer that gave it ---------------------------------------------------
+
+class SlowModelStages(RecordingStages):
+    """The real image store (on a fake clock) under a model that takes 3/4 of the store's TTL to answer."""
+
+    def __init__(self, clock: Clock, ttl_s: float):
+        super().__init__()
+        from deployments.image_store import ImageStore
+        from serve_app.config import ImageStoreConfig
+
+        self.clock, self.ttl_s = clock, ttl_s
+        self.store = ImageStore(ImageStoreConfig(ttl_s=ttl_s), clock=clock)
+
+    async def render(self, seg, image, options, source_alpha):
+        await asyncio.sleep(0.05)  # real time too, past the core's recent_image_s below
+        self.clock.now += 0.75 * self.ttl_s
+        return await super().render(seg, image, options, source_alpha)
+
+    async def warm(self, image_id, image):
+        await asyncio.sleep(0.05)
+        self.clock.now += 0.75 * self.ttl_s
+        return True
+
+    async def remember(self, record):
+        return self.store.put(record)
+
+    async def recall(self, image_id):
+        return self.store.get(image_id)
+
+
+@pytest.mark.parametrize("route", ["cutout", "upload"])
+@pytest.mark.parametrize("renews", [True, False])
+def test_a_slow_first_answer_renews_the_stored_image(route, renews):
+    """The store's TTL starts when the upload goes in; an answer that took longer than recent_image_s renews it,
+    so a click half a TTL after the answer still finds the photo. (renews=False: the same scenario with the
+    renewal threshold out of reach, which loses it: the check can fail.)"""
+    from images import jpeg
+
+    clock, ttl = Clock(), 100.0
+    stages = SlowModelStages(clock, ttl)
+    core = IngressCore(stages, IngressLimits(recent_image_s=0.01 if renews else 1e9))
+    data = jpeg(64, 48, seed=5)
+
+    async def first_answer():
+        if route == "cutout":
+            return (await core.cutout(image=data, points=[[5, 5]])).image_id
+        return (await core.upload(data)).image_id
+
+    image_id = asyncio.run(first_answer())
+    clock.now += 0.5 * ttl
+    assert (stages.store.get(image_id) is not None) is renews

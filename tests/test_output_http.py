@@ -45,11 +45,18 @@ def test_formats(app_url, image_id, fields, headers, media_type, expected):
 
 
 def test_background_is_composited_under_the_mask(app_url, image_id):
-    mask = np.asarray(decode(cut(app_url, image_id, mask_only="true").content)).astype(np.uint16)[..., None]
+    """The background goes under the same alpha and the same edge colours (decontaminated at the edge, the photo's
+    own inside) as the transparent cut-out's."""
+    cutout = np.asarray(decode(cut(app_url, image_id).content)).astype(np.uint16)
+    mask = np.asarray(decode(cut(app_url, image_id, mask_only="true").content)).astype(np.uint16)
+    assert np.array_equal(cutout[..., 3], mask)
     filled = np.asarray(decode(cut(app_url, image_id, background="#ff00ff").content))
-    rgb = photo(WIDTH, HEIGHT, seed=41).astype(np.uint16)
-    expected = (rgb * mask + np.array([255, 0, 255], np.uint16) * (255 - mask) + 127) // 255
+    alpha = mask[..., None]
+    expected = (cutout[..., :3] * alpha + np.array([255, 0, 255], np.uint16) * (255 - alpha) + 127) // 255
     assert np.array_equal(filled, expected.astype(np.uint8))
+    # Inside the subject (where the random-weight mask has any fully opaque pixel) the photo's own colours.
+    opaque = mask == 255
+    assert np.array_equal(filled[opaque], photo(WIDTH, HEIGHT, seed=41)[opaque])
 
 
 def test_crop_keeps_the_subject_and_the_margin(app_url, image_id):
