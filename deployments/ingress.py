@@ -145,9 +145,12 @@ class IngressCore:
         check_output_size(options, source.width, source.height)
         seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
+        image_id = source.image_id
         if remembering is not None:
-            await remembering
-            await self._renew_if_slow(source.image_id, start)
+            if await remembering:
+                await self._renew_if_slow(image_id, start)
+            else:  # not kept (larger than the store takes for this key, or the store failed): promise no id
+                image_id = ""
         timings["total"] = _ms(start)
         cache_hit, stage_timings = cutout.cache_hit, cutout.timings_ms
         if owner and image is not None:
@@ -155,7 +158,7 @@ class IngressCore:
             # only what this key's own uploads tell it (a hit on its image_id); the response time still differs.
             cache_hit = False
             stage_timings = {k: v for k, v in stage_timings.items() if k not in CACHE_REVEALING_TIMINGS}
-        return Cutout(**{**cutout.__dict__, "image_id": source.image_id, "cache_hit": cache_hit,
+        return Cutout(**{**cutout.__dict__, "image_id": image_id, "cache_hit": cache_hit,
                          "timings_ms": {**stage_timings, **timings},
                          "source_megapixels": source.width * source.height / 1e6})
 
@@ -192,12 +195,14 @@ class IngressCore:
 
     @staticmethod
     def _in_background(work: Awaitable) -> asyncio.Task:
-        """Runs bookkeeping concurrently; its failure is logged, never the request's failure."""
+        """Runs bookkeeping concurrently; its failure is logged (the task's result is then None), never the
+        request's failure."""
         async def run():
             try:
-                await work
+                return await work
             except Exception:
                 logger.warning("background call failed", exc_info=True)
+                return None
         task = asyncio.get_running_loop().create_task(run())
         _background_tasks.add(task)  # a reference, so the task is not garbage-collected mid-flight
         task.add_done_callback(_background_tasks.discard)
@@ -323,8 +328,9 @@ def as_api_error(exc: BaseException, uploaded: bool = False) -> errors.ApiError 
 def cutout_response(cutout: Cutout) -> Response:
     timing = ", ".join(f"{name};dur={value}" for name, value in cutout.timings_ms.items())
     cache = f'cache;desc="{"hit" if cutout.cache_hit else "miss"}"'
+    headers = {"X-Image-Id": cutout.image_id} if cutout.image_id else {}  # none when the store did not keep it
     return Response(cutout.data, media_type=cutout.media_type, headers={
-        "X-Image-Id": cutout.image_id,
+        **headers,
         "X-Mask-Score": f"{cutout.score:.4f}",
         "X-Embedding-Cache": "hit" if cutout.cache_hit else "miss",
         "Server-Timing": f"{timing}, {cache}" if timing else cache,

@@ -11,13 +11,13 @@ reaches (a local folder, ``s3://...``); a glob is local.
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import os
 import pickle
 import posixpath
 import resource
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -54,7 +54,7 @@ class Job:
     output: str  # a folder or a filesystem URI
     options: dict = field(default_factory=dict)  # output options for every photo (a manifest row may override)
     args: AppArgs = field(default_factory=AppArgs)  # model, checkpoint, device, limits, PNG writer
-    batch_size: int = 0  # photos per encoder pass; 0: 8 on GPUs, 2 on CPUs
+    batch_size: int = 0  # photos per encoder pass; 0: 8 on GPUs, 1 on CPUs
     actors: int = 0  # segmenter actors; 0: one per GPU in the cluster, else 1
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
     cpus_per_actor: float = 1.0
@@ -227,9 +227,11 @@ def _as_api_error(exc: Exception) -> errors.ApiError:
     return errors.ApiError(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def prepare_batch(batch: dict, limits: IngressLimits) -> dict:
+def prepare_batch(batch: dict, limits: IngressLimits, postprocess: PostprocessConfig | None = None) -> dict:
     """CPU task: photo rows in, two pickled columns out: what the segmenter needs (small) and the full-size
     pixels (which pass through the segmenter stage without being unpickled there)."""
+    if postprocess is not None:
+        _warm_postprocessor(postprocess)
     model, pixels = [], []
     for text in batch["photo"]:
         photo = Photo(**json.loads(text))
@@ -278,11 +280,26 @@ class SegmentStage:
         return pa.table({"segment": column, "pixels": batch.column("pixels")})
 
 
-@functools.lru_cache(maxsize=2)
-def _postprocessor(config: PostprocessConfig):
-    from deployments.postprocess import Postprocessor
+_postprocessors: dict[PostprocessConfig, Any] = {}
+_postprocessors_lock = threading.Lock()
 
-    return Postprocessor(config)
+
+def _postprocessor(config: PostprocessConfig):
+    """This worker process's Postprocessor, built once (also when a warm-up thread is building it now)."""
+    with _postprocessors_lock:
+        if config not in _postprocessors:
+            from deployments.postprocess import Postprocessor
+
+            _postprocessors[config] = Postprocessor(config)
+        return _postprocessors[config]
+
+
+def _warm_postprocessor(config: PostprocessConfig) -> None:
+    """Starts building the Postprocessor (its imports and kernel warm-up take seconds) in the background of a
+    decode task, while the segmenter actor loads its model: Ray runs the render tasks in the same pool of worker
+    processes, so the first cut-out does not wait for it."""
+    if config not in _postprocessors and not _postprocessors_lock.locked():
+        threading.Thread(target=_postprocessor, args=(config,), daemon=True, name="warm-postprocessor").start()
 
 
 def render_batch(batch: dict, config: PostprocessConfig, output: str) -> dict:
@@ -407,6 +424,8 @@ class Summary:
     failed: int = 0  # rows in errors.jsonl (this run's and kept earlier ones)
     seconds: float = 0.0
     images_per_second: float = 0.0
+    first_result_s: float = 0.0  # from the start to the first photo done: actors started, model loaded
+    steady_images_per_second: float = 0.0  # after the first photo: the pipeline's rate once it runs
     driver_rss_mb: dict = field(default_factory=dict)  # start, first_result, end (resident now), max (peak)
     workers: list = field(default_factory=list)  # per worker process: stage, node, pid, RSS at its first and
     # last photo, peak, photos
@@ -485,11 +504,13 @@ def run(job: Job) -> Summary:
     if todo:
         if not ray.is_initialized():
             _start_local_ray()
-        summary.workers = _execute(job, todo, log, summary)
+        summary.workers = _execute(job, todo, log, summary, start)
     log.flush(force=True)
     summary.failed = len(log.rows)
     summary.seconds = round(time.perf_counter() - start, 2)
     summary.images_per_second = round(summary.done / summary.seconds, 3) if summary.seconds else 0.0
+    if summary.done > 1 and summary.seconds > summary.first_result_s:
+        summary.steady_images_per_second = round((summary.done - 1) / (summary.seconds - summary.first_result_s), 3)
     summary.driver_rss_mb = {"start": driver_start_rss, **summary.driver_rss_mb, "end": _rss_mb(),
                              "max": _max_rss_mb()}
     return summary
@@ -518,7 +539,7 @@ def _start_local_ray(attempts: int = 3) -> None:
             ray.shutdown()
 
 
-def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> list[dict]:
+def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start: float) -> list[dict]:
     import ray
     import ray.data
     from tqdm import tqdm
@@ -527,7 +548,8 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
     cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
     gpus = job.gpus_per_actor if job.gpus_per_actor is not None else (1 if cluster_gpus else 0)
     actors = job.actors or (max(1, int(cluster_gpus / gpus)) if gpus else 1)
-    batch_size = job.batch_size or (8 if gpus else 2)
+    # On CPUs a batch saves nothing (the encoder fills the cores either way) and delays the first cut-out.
+    batch_size = job.batch_size or (8 if gpus else 1)
     # Bounded so that a cluster with many CPUs does not start a worker process (and its imports) per CPU for
     # stages that only need to keep the segmenter fed.
     cpu_tasks = job.cpu_tasks or 2 * actors
@@ -537,7 +559,8 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
     rows = [{"photo": json.dumps(photo.__dict__)} for photo in todo]
     dataset = (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // 2 or 1)))
-        .map_batches(prepare_batch, fn_kwargs={"limits": args.limits()}, batch_size=1, num_cpus=1,
+        .map_batches(prepare_batch, fn_kwargs={"limits": args.limits(), "postprocess": args.postprocess()},
+                     batch_size=1, num_cpus=1,
                      compute=ray.data.TaskPoolStrategy(size=cpu_tasks))
         .map_batches(SegmentStage, fn_constructor_kwargs={"config": args.segmenter()}, batch_size=batch_size,
                      batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus,
@@ -558,6 +581,8 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary) -> li
                              "message": str(row["message"])})
                 for stats in json.loads(str(row["workers"])):
                     memory.add(stats)
-                summary.driver_rss_mb.setdefault("first_result", _rss_mb())
+                if "first_result" not in summary.driver_rss_mb:
+                    summary.driver_rss_mb["first_result"] = _rss_mb()
+                    summary.first_result_s = round(time.perf_counter() - start, 2)
                 bar.update(1)
     return memory.rows()

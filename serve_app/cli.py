@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "local Ray)")
     batch_cmd.add_argument("--actors", type=int, default=0, help="segmenter actors (default: one per GPU, else 1)")
     batch_cmd.add_argument("--batch-size", dest="batch_size", type=int, default=0,
-                           help="photos per encoder pass (default: 8 on GPUs, 2 on CPUs)")
+                           help="photos per encoder pass (default: 8 on GPUs, 1 on CPUs)")
     batch_cmd.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=None,
                            help="default: 1 when the cluster has GPUs, else 0")
     batch_cmd.add_argument("--cpu-tasks", dest="cpu_tasks", type=int, default=0,

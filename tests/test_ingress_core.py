@@ -234,3 +234,22 @@ def test_a_slow_first_answer_renews_the_stored_image(route, renews):
     image_id = asyncio.run(first_answer())
     clock.now += 0.5 * ttl
     assert (stages.store.get(image_id) is not None) is renews
+
+
+@pytest.mark.parametrize("store_answer", ["refused", "failed"])
+def test_a_photo_the_store_did_not_keep_gets_no_id(store_answer):
+    """The cut-out is still served, but it promises no image_id that the next click would find unknown."""
+    from images import jpeg
+
+    class NotKeeping(RecordingStages):
+        async def remember(self, record):
+            if store_answer == "failed":
+                raise RuntimeError("image store replica died")
+            return False
+
+    cutout = asyncio.run(IngressCore(NotKeeping(), IngressLimits()).cutout(image=jpeg(64, 48, seed=6),
+                                                                            points=[[5, 5]]))
+    assert cutout.data == b"png" and cutout.image_id == ""
+    kept = asyncio.run(IngressCore(RecordingStages(), IngressLimits()).cutout(image=jpeg(64, 48, seed=6),
+                                                                              points=[[5, 5]]))
+    assert kept.image_id
