@@ -375,7 +375,8 @@ class SegmenterDeployment:
         return await self._on_model_thread(self.segmenter.reference_timings, image, point, repeats)
 
     def stats(self) -> dict:
-        return {**self.segmenter.cache.stats(), "device": str(self.segmenter.device),
+        return {**self.segmenter.cache.stats(), "replica": serve.get_replica_context().replica_id.unique_id,
+                "device": str(self.segmenter.device),
                 "model": self.segmenter.config.model, "cuda_graphs": sorted(self.segmenter._graphs),
                 "graph_capture_ms": self.segmenter.graph_capture_ms}
 

@@ -58,8 +58,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import AppArgs
     from .local_ray import init_local_ray
 
+    from .weights import WeightsError, resolve
+
     app_args = AppArgs(**{k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint,
-                                              "device": args.device}.items() if v})
+                                              "device": args.device}.items() if v}).with_env()
+    # The checkpoint is fetched here, before Ray starts: a download shows its progress bar in this terminal, and a
+    # failure is one line and exit 2 (not a replica's traceback, repeated as Serve retries it).
+    try:
+        resolve(app_args.model, app_args.checkpoint, app_args.checkpoint_sha256, app_args.cache_dir,
+                seed=app_args.seed, allow_unverified=app_args.allow_unverified_checkpoint)
+    except WeightsError as error:
+        print(f"error: {error} To try the service without them (meaningless masks): BGREMOVE_CHECKPOINT=random",
+              file=sys.stderr)
+        return 2
     init_local_ray(num_cpus=args.num_cpus, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(app_args), name=APP_NAME, route_prefix="/", blocking=False)

@@ -146,3 +146,27 @@ def test_ray_started_by_bgremove_runs_its_workers_at_normal_priority():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     assert f"nice {WORKER_NICENESS}" in out.stdout, out.stderr[-2000:]
+
+
+def test_serve_without_network_says_where_the_checkpoint_goes_in_one_line_and_exits_2(tmp_path):
+    """No network (a proxy that refuses every connection) and an empty cache: `bgremove serve` fails before it
+    starts Ray, with one line naming the URL, the path the file belongs at and BGREMOVE_CHECKPOINT=random."""
+    import subprocess
+    import sys
+
+    from serve_app.weights import OFFICIAL_CHECKPOINTS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BGREMOVE_", "RAY_"))}
+    dead = f"http://127.0.0.1:{free_port()}"
+    env.update(https_proxy=dead, HTTPS_PROXY=dead, http_proxy=dead, HTTP_PROXY=dead, no_proxy="", NO_PROXY="",
+               BGREMOVE_CACHE_DIR=str(tmp_path / "cache"))
+    bgremove = os.path.join(os.path.dirname(sys.executable), "bgremove")
+    done = subprocess.run([bgremove, "serve", "--model", "tiny", "--port", str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    official = OFFICIAL_CHECKPOINTS["tiny"]
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, output
+    assert output.count("\n") == 0 and output.startswith("error: "), output  # one line, nothing else
+    assert official.url in output and str(tmp_path / "cache" / official.filename) in output, output
+    assert "BGREMOVE_CHECKPOINT=random" in output and "Traceback" not in output
+    assert not (tmp_path / "cache" / official.filename).exists()  # no partial file left behind

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from reliability import metric_samples, report, wait_until
+from reliability import report
 from serve_app.samples import jpeg
 
 pytestmark = pytest.mark.e2e
@@ -74,21 +74,26 @@ def repeat_click_outcomes(url: str, users: int) -> list[str]:
     return outcomes
 
 
-def embeddings_per_replica(metrics_url: str, app: str) -> dict[str, float]:
-    """Each segmenter replica's embedding-cache entries, as it last reported them (set after every request)."""
-    samples = metric_samples(metrics_url, "ray_bgremove_embedding_cache_entries", application=app)
-    return {labels["replica"]: value for labels, value in samples}
+def embeddings_per_replica(app: str) -> dict[str, int]:
+    """Each segmenter replica's embedding-cache entries, from the replicas themselves: stats calls under many
+    session ids, which the hash ring spreads over both replicas (each answer names its replica)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Segmenter", app_name=app)
+    held = {}
+    for probe in range(48):
+        stats = handle.options(session_id=f"stats-probe-{probe}").stats.remote().result(timeout_s=120)
+        held[stats["replica"]] = stats["entries"]
+    return held
 
 
-def test_repeat_clicks_hit_the_replica_holding_the_embedding(serve_instance, metrics_url):
+def test_repeat_clicks_hit_the_replica_holding_the_embedding(serve_instance):
     from ray.serve.config import RequestRouterConfig
 
     with routing_app(serve_instance, "routing", {}) as url:  # the graph's own router (serve_app/app.py)
         outcomes = repeat_click_outcomes(url, USERS)
         rate = outcomes.count("hit") / len(outcomes)
-        # Every photo encoded once, on one replica (the metrics lag the requests by a second or two) ...
-        held = wait_until(lambda: (lambda entries: sum(entries.values()) == USERS and entries)(
-            embeddings_per_replica(metrics_url, "routing")), 60, what="one embedding per photo in the metrics")
+        held = embeddings_per_replica("routing")
     with routing_app(serve_instance, "routing_control", {"request_router_config": RequestRouterConfig()}) as url:
         control = repeat_click_outcomes(url, CONTROL_USERS)  # Serve's default router: power of two choices
         control_rate = control.count("hit") / len(control)
@@ -96,5 +101,6 @@ def test_repeat_clicks_hit_the_replica_holding_the_embedding(serve_instance, met
                       f"cache; embeddings per replica {sorted(held.values())}; Serve's default router (control): "
                       f"{control.count('hit')}/{len(control)} ({control_rate:.2f})")
     assert rate == 1.0, outcomes
-    assert len(held) == 2 and all(entries > 0 for entries in held.values()), held  # ... and both replicas hold some
+    # Every photo encoded once, on one replica, and both replicas hold some.
+    assert sum(held.values()) == USERS and len(held) == 2 and all(held.values()), held
     assert control_rate < 1.0, "the control did not miss: this traffic cannot tell a router that keeps affinity"
