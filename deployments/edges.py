@@ -47,8 +47,10 @@ class EdgeSettings:
     band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
     epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
     iterations: int = 120  # conjugate-gradient steps (the coarse alpha is the starting guess)
-    guide_radius: int = 2  # window (working pixels) of the linear model that carries the matte to full size
+    guide_radius: int = 1  # window (working pixels) of the linear model that carries the matte to full size
     guide_epsilon: float = 1e-4
+    alpha_low: float = 0.03  # levels on the refined matte: at or below alpha_low is background, at or above
+    alpha_high: float = 0.92  # alpha_high subject (the matte's faint haze costs composite error on a new colour)
     colour_megapixels: float = 0.25  # colour estimation's own working size
     colour_iterations: int = 2  # foreground estimation's sweeps per level above 32 px (pymatting's default)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
@@ -270,6 +272,7 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
                     sampled = _at(coefficients, rows, cols, size).numpy()
                     pixels = photo[rows, cols].astype(np.float32) / 255.0
                     values = (sampled[:3].T * pixels).sum(1) + sampled[3]
+                values = (values - settings.alpha_low) / (settings.alpha_high - settings.alpha_low)
                 alpha[rows, cols] = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
         if timings is not None:
             timings["refine"] = round((time.perf_counter() - start) * 1000, 2)

@@ -183,6 +183,8 @@ GRID = (
     ("band", "refined", "sad", {"unknown_logit": (2.0, 4.0, 8.0), "band_cells": (1.0, 2.0, 3.0)}),
     ("iterations", "refined", "sad", {"iterations": (30, 60, 120)}),
     ("colours", "refined_colours", "composite_band", {"colour_megapixels": (0.25, 0.5, 1.0)}),
+    ("guide", "refined_colours", "composite_band", {"guide_radius": (1, 2, 4), "guide_epsilon": (1e-6, 1e-4, 1e-2)}),
+    ("levels", "refined_colours", "composite_band", {"alpha_low": (0.0, 0.03, 0.08), "alpha_high": (1.0, 0.97, 0.92)}),
 )
 
 
