@@ -11,8 +11,8 @@
   the GPU when there is one), and the matte brought to full size through the photo's own colours (the guided
   filter's local linear model, fitted where the matte was solved and applied to full-resolution pixels).
 - Colours, both paths: where alpha is neither 0 nor 255 the photo's pixel mixes subject and old background.
-  They are replaced by an estimate of the subject's colour (Forte and Pitie 2021, "Approximate fast
-  foreground colour estimation": blur-fusion), so a cut-out on white or any colour has no halo. Alpha is
+  They are replaced by an estimate of the subject's colour (Germer et al. 2020, "Fast multi-level
+  foreground estimation"), so a cut-out on white or any colour has no halo. Alpha is
   never changed by this.
 
 Cost bound: matting runs on a copy of at most ``work_megapixels`` and colour estimation on one of at most
@@ -47,10 +47,12 @@ class EdgeSettings:
     band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
     epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
     iterations: int = 120  # conjugate-gradient steps (the coarse alpha is the starting guess)
-    guide_radius: int = 2  # window (working pixels) of the linear model that carries the matte to full size
+    guide_radius: int = 1  # window (working pixels) of the linear model that carries the matte to full size
     guide_epsilon: float = 1e-4
-    colour_cells: float = 8.0  # blur-fusion's wide pass, in logit cells; its narrow pass is 3 working pixels
-    colour_megapixels: float = 1.0  # colour estimation's own working size (finer than matting's budget)
+    alpha_low: float = 0.03  # levels on the refined matte: at or below alpha_low is background, at or above
+    alpha_high: float = 0.92  # alpha_high subject (the matte's faint haze costs composite error on a new colour)
+    colour_megapixels: float = 0.25  # colour estimation's own working size
+    colour_iterations: int = 2  # foreground estimation's sweeps per level above 32 px (pymatting's default)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
     solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
 
@@ -82,10 +84,6 @@ def _device() -> torch.device:
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window clipped at the borders; x (C, H, W)."""
     return F.avg_pool2d(x[None], 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)[0]
-
-
-def _box_cv(x: np.ndarray, radius: int) -> np.ndarray:
-    return cv2.blur(x, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
 
 
 @dataclass
@@ -169,17 +167,45 @@ def _guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsil
     return _box(torch.cat([a, b[None]]), radius)
 
 
-def _blur_fusion(photo: np.ndarray, alpha: np.ndarray, radii: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Forte and Pitie's two-pass blur-fusion: smooth subject (F) and background (B) colours such that the
-    photo = alpha F + (1 - alpha) B holds where alpha is soft. photo (h, w, 3), alpha (h, w), floats in [0, 1]."""
-    a = alpha[..., None]
-    fg, bg = photo, photo
-    for radius in radii:
-        blurred_a = _box_cv(a[..., 0], radius)[..., None]
-        fg_blur = _box_cv(fg * a, radius) / (blurred_a + 1e-5)
-        bg_blur = _box_cv(bg * (1 - a), radius) / (1 - blurred_a + 1e-5)
-        fg = np.clip(fg_blur + a * (photo - a * fg_blur - (1 - a) * bg_blur), 0.0, 1.0)
-        bg = bg_blur
+def _neighbours(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The 4-neighbours of every pixel of (C, h, w), borders replicated: up, down, left, right."""
+    p = F.pad(x[None], (1, 1, 1, 1), mode="replicate")[0]
+    return p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]
+
+
+def _nearest(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return F.interpolate(x[None], (h, w), mode="nearest")[0]
+
+
+def _foreground_ml(image: torch.Tensor, alpha: torch.Tensor, iterations: int, regularization: float = 1e-5,
+                   gradient_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Germer et al. 2020, "Fast multi-level foreground estimation" (pymatting's ``estimate_foreground_ml``),
+    in torch: subject (F) and background (B) colours that explain the photo (alpha F + (1 - alpha) B) and are
+    smooth where alpha is, solved from 1x1 up to full size, each level started from the one below. Pixels are
+    updated in red-black order (Gauss-Seidel, as pymatting's sequential loop, but vectorised).
+    image (3, h, w) and alpha (h, w), float32 in [0, 1]; returns F, B (3, h, w)."""
+    h0, w0 = alpha.shape
+    fg_mask, bg_mask = alpha > 0.9, alpha < 0.1
+    fg = (image[:, fg_mask].mean(1) if fg_mask.any() else image.mean((1, 2)))[:, None, None]
+    bg = (image[:, bg_mask].mean(1) if bg_mask.any() else image.mean((1, 2)))[:, None, None]
+    levels = max(1, math.ceil(math.log2(max(h0, w0))))
+    for level in range(levels + 1):
+        h, w = round(h0 ** (level / levels)), round(w0 ** (level / levels))
+        img, a = _nearest(image, h, w), _nearest(alpha[None], h, w)
+        fg, bg = _nearest(fg, h, w), _nearest(bg, h, w)
+        weights = [regularization + gradient_weight * (a - n).abs() for n in _neighbours(a)]
+        total = sum(weights)
+        a00, a11, a01 = a * a + total, (1 - a) ** 2 + total, a * (1 - a)
+        det = a00 * a11 - a01 * a01
+        b00, b01, b11 = a11 / det, -a01 / det, a00 / det
+        weighted_f, weighted_b = a * img, (1 - a) * img
+        red = (torch.arange(h)[:, None] + torch.arange(w)[None]) % 2 == 0
+        for _ in range(10 if h <= 32 and w <= 32 else iterations):  # pymatting: 10 sweeps up to 32 px, then 2
+            for update in (red, ~red):
+                r0 = weighted_f + sum(k * n for k, n in zip(weights, _neighbours(fg)))
+                r1 = weighted_b + sum(k * n for k, n in zip(weights, _neighbours(bg)))
+                fg = torch.where(update, (b00 * r0 + b01 * r1).clamp_(0.0, 1.0), fg)
+                bg = torch.where(update, (b01 * r0 + b11 * r1).clamp_(0.0, 1.0), bg)
     return fg, bg
 
 
@@ -246,6 +272,7 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
                     sampled = _at(coefficients, rows, cols, size).numpy()
                     pixels = photo[rows, cols].astype(np.float32) / 255.0
                     values = (sampled[:3].T * pixels).sum(1) + sampled[3]
+                values = (values - settings.alpha_low) / (settings.alpha_high - settings.alpha_low)
                 alpha[rows, cols] = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
         if timings is not None:
             timings["refine"] = round((time.perf_counter() - start) * 1000, 2)
@@ -257,25 +284,33 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
 def decontaminate(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings | None = None) -> np.ndarray:
     """The photo with its soft-edge pixels (0 < alpha < 255) replaced by the subject's estimated colour.
 
-    Blur-fusion runs on a copy of at most ``colour_megapixels``; at full size only the soft pixels are
-    computed, from their own colour and alpha."""
+    Multi-level foreground estimation runs on a copy of at most ``colour_megapixels``; at full size each soft
+    pixel solves the same two-colour system once more with its own colour and alpha, its neighbours' colours
+    taken from the working-size estimate (so detail finer than the working size comes from the photo)."""
     settings = settings or DEFAULT_SETTINGS
     size = alpha.shape
+    soft = (alpha > 0) & (alpha < 255)
+    if not soft.any():
+        return photo
     work = _working(photo, np.zeros((LOW_RES, LOW_RES), np.float32),
                     replace(settings, work_megapixels=settings.colour_megapixels))
     h, w = work.photo.shape[:2]
     work_alpha = (alpha if (h, w) == size else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA))
-    work_alpha = work_alpha.astype(np.float32) / 255.0
-    radii = (max(1, round(settings.colour_cells * max(work.cell))), 3)
-    fg, bg = _blur_fusion(work.photo, work_alpha, radii)
+    fg, bg = _foreground_ml(torch.from_numpy(work.photo).permute(2, 0, 1),
+                            torch.from_numpy(work_alpha.astype(np.float32) / 255.0), settings.colour_iterations)
+    estimates = torch.cat([fg, bg])
     out = photo.copy()
-    estimates = torch.from_numpy(np.concatenate([fg, bg], -1)).permute(2, 0, 1)
-    for rows, cols in _blocks((alpha > 0) & (alpha < 255)):
+    padded = np.pad(alpha, 1, mode="edge")
+    for rows, cols in _blocks(soft):
         sampled = _at(estimates, rows, cols, size).numpy().T
         a = alpha[rows, cols].astype(np.float32)[:, None] / 255.0
+        # the full-size pixel's own neighbour weights (1e-5 + |alpha difference|, as in _foreground_ml)
+        total = sum(np.abs(alpha[rows, cols].astype(np.float32) - padded[rows + 1 + dy, cols + 1 + dx])
+                    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))[:, None] / 255.0 + 4e-5
         pixels = photo[rows, cols].astype(np.float32) / 255.0
-        fg_at, bg_at = sampled[:, :3], sampled[:, 3:]
-        estimate = np.clip(fg_at + a * (pixels - a * fg_at - (1 - a) * bg_at), 0.0, 1.0)
+        a00, a11, a01 = a * a + total, (1 - a) ** 2 + total, a * (1 - a)
+        r0, r1 = a * pixels + total * sampled[:, :3], (1 - a) * pixels + total * sampled[:, 3:]
+        estimate = np.clip((a11 * r0 - a01 * r1) / (a00 * a11 - a01 * a01), 0.0, 1.0)
         out[rows, cols] = np.round(estimate * 255.0).astype(np.uint8)
     return out
 

@@ -121,10 +121,10 @@ def test_synthetic_logits_look_like_sams_not_like_the_truth(sample):
 
 
 def test_colour_estimation_with_the_true_alpha_lowers_the_composite_error():
-    """Colours on their own, on two report-half photos: at least 40% lower band composite error than the
-    photo's own colours (the issue asks 50%; the README's report half measures 47%)."""
+    """Colours on their own, on two report-half photos: at least 50% lower band composite error than the
+    photo's own colours (the issue's bar)."""
     check = edge_quality.colour_check(sample_set(REPORT_SEEDS[:2], edge_quality.QUICK_SIZES))
-    assert check["composite_band_estimated_colours"] <= 0.6 * check["composite_band_photo_colours"], check
+    assert check["composite_band_estimated_colours"] <= 0.5 * check["composite_band_photo_colours"], check
 
 
 def test_warm_up_runs_when_the_replica_starts(monkeypatch):
@@ -156,15 +156,15 @@ def test_refine_option_is_parsed():
 def test_improvement_holds_on_report_half_photos(capsys):
     """Through `bgremove edge-quality --quick`: the first four report-half photos at 1 MP (never used for
     tuning), the default pipeline with refinement against plain upsampling. SAD meets the issue's bar (20%
-    lower); the edge band's composite error is held to 20% lower, not the issue's 30% (the README's report
-    half measures 28%), and no more than a quarter of the photos may get worse."""
+    lower); the edge band's composite error is held to 25% lower: the issue's 30% is met on the whole report
+    half (README), not on these four, its hardest; no more than a quarter of the photos may get worse."""
     assert cli_main(["edge-quality", "--quick"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [photo["seed"] for photo in result["report"]["photos"]] == list(REPORT_SEEDS[:4])
     table = result["report"]["methods"]
     best = table["refined_colours"]
     assert best["sad"] <= 0.8 * table["plain"]["sad"], best
-    assert best["composite_band"] <= 0.8 * table["plain"]["composite_band"], best
+    assert best["composite_band"] <= 0.75 * table["plain"]["composite_band"], best
     assert best["sad_worse_than_plain"] <= 1 and best["composite_band_worse_than_plain"] <= 1, best
     assert table["plain_colours"]["composite_band"] < table["plain"]["composite_band"]  # colours earn their place
 
