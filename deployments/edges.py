@@ -273,6 +273,8 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
                     pixels = photo[rows, cols].astype(np.float32) / 255.0
                     values = (sampled[:3].T * pixels).sum(1) + sampled[3]
                 values = (values - settings.alpha_low) / (settings.alpha_high - settings.alpha_low)
+                # A degenerate solve (NaN) becomes background, never an undefined byte.
+                values = np.nan_to_num(values, nan=0.0)
                 alpha[rows, cols] = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
         if timings is not None:
             timings["refine"] = round((time.perf_counter() - start) * 1000, 2)
