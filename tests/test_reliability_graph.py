@@ -163,8 +163,8 @@ def stage_stats(app: str) -> tuple[dict, dict]:
 
 
 def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soak_url):
-    """New photos mixed with repeat clicks: each round one client uploads a new photo (alternately by
-    /v1/images and by /v1/cutout with the file) while eight click on the previous one by image_id. The
+    """New photos mixed with repeat clicks: each round eight clients click on the previous photo by image_id,
+    then a new photo is uploaded (alternately by /v1/images and by /v1/cutout with the file). The
     embedding cache and the image store must evict, stay within their budgets, and each replica's RSS must
     level off: the slope over the last half of the rounds (after both stores have cycled twice) is bounded."""
     width, height = SOAK_PHOTO
@@ -181,29 +181,21 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
             image_id = response.json()["image_id"]
         return image_id
 
-    async def first_click(client: httpx.AsyncClient, image_id: str) -> None:
-        """Its uploader's click by id, once the others' clicks on the previous photo are done: the store evicts
-        the least recently used, and a photo uploaded but not clicked since, while an older one was being
-        clicked, would be the one to go next (as for a real user who uploads and never clicks)."""
-        click = await client.post("/v1/cutout", data={"image_id": image_id, "points": "[[5, 5]]"})
-        assert click.status_code == 200, click.text
-
     async def one_round(image_id: str, seed: int):
         def repeat_click(index, i):
             x, y = (37 * index + 11 * i) % width, (23 * index + 7 * i) % height
             return "POST", "/v1/cutout", {"data": {"image_id": image_id, "points": json.dumps([[x, y]])}}
 
+        # The new photo comes after the round's clicks: the store evicts the least recently used, and an ingress
+        # replica answers a burst of clicks from its own recent records without touching the store, so a photo
+        # uploaded in the middle of the clicks could look older to the store than the one being clicked.
+        load = await run_load(soak_url, repeat_click, CLIENTS, CLICKS)
         async with httpx.AsyncClient(base_url=soak_url, timeout=120) as client:
-            new_id, load = await asyncio.gather(new_photo(client, seed),
-                                                run_load(soak_url, repeat_click, CLIENTS, CLICKS))
-            await first_click(client, new_id)
-            return new_id, load
+            return await new_photo(client, seed), load
 
     async def first_photo():
         async with httpx.AsyncClient(base_url=soak_url, timeout=120) as client:
-            image_id = await new_photo(client, 0)
-            await first_click(client, image_id)
-            return image_id
+            return await new_photo(client, 0)
 
     image_ids = [asyncio.run(first_photo())]
     rss: list[dict[str, int]] = []
