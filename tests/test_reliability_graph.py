@@ -17,7 +17,6 @@ import time
 from collections import Counter
 
 import httpx
-import numpy as np
 import pytest
 
 import fault_injection
@@ -166,7 +165,8 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
     """New photos mixed with repeat clicks: each round eight clients click on the previous photo by image_id,
     then a new photo is uploaded (alternately by /v1/images and by /v1/cutout with the file). The
     embedding cache and the image store must evict, stay within their budgets, and each replica's RSS must
-    level off: the slope over the last half of the rounds (after both stores have cycled twice) is bounded."""
+    level off: its peak over the last half of the rounds (after both stores have cycled twice) stays near its peak
+    over the first half."""
     width, height = SOAK_PHOTO
 
     async def new_photo(client: httpx.AsyncClient, seed: int) -> str:
@@ -216,21 +216,21 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
 
     segmenter, store = stats[-1]
     embedding_bytes = segmenter["bytes"] // segmenter["entries"]
-    # Bounds on the RSS slope. The replicas that hold the caches and stores: a quarter of one embedding per round
-    # (a cache that kept every embedding would grow the segmenter by a whole one per round). The stateless
-    # Postprocess, whose RSS swings by +-20 MB between rounds with the allocator: 16 MiB per round, below 81
-    # clicks' worth of leaked mask logits (256x256 FP32, 256 KB each), the leak it is there to catch.
-    limits_mb = {"Ingress": embedding_bytes / 4 / MiB, "Segmenter": embedding_bytes / 4 / MiB,
-                 "ImageStore": embedding_bytes / 4 / MiB, "Postprocess": 16.0}
+    # RSS levels off: the peak of the last half of the rounds exceeds the peak of the first half by less than four
+    # embeddings (64 MiB for tiny). RSS moves in steps of tens of MB with the allocators (observed: a segmenter at
+    # 1638, 1735, 1639 MB in consecutive rounds), so peaks are compared, not a fitted slope. What it catches: a
+    # leak of 160 KB per click (400 clicks in the last half; a mask's logits are 256 KB) or of 13 MiB per new
+    # photo. The caches' and store's own accounting (below) catches an embedding or a photo kept past its budget.
+    limit_mb = 4 * embedding_bytes / MiB
     half = ROUNDS // 2
-    slopes = {name: float(np.polyfit(np.arange(half, ROUNDS), [sample[name] / MiB for sample in rss[half:]], 1)[0])
+    growth = {name: (max(sample[name] for sample in rss[half:]) - max(sample[name] for sample in rss[:half])) / MiB
               for name in rss[0]}
     report("memory", f"soak: {len(image_ids)} new photos and {clicks[200]} repeat clicks in {elapsed:.0f} s, all 200; "
                      f"embedding cache {segmenter} (budget {CACHE_MB} MB); image store {store} (budget {STORE_MB} MB)")
     for name in rss[0]:
         curve = " ".join(f"{sample[name] / MiB:.0f}" for sample in rss)
-        report("memory", f"{name:12s} RSS per round (MB): {curve}; slope over the last {ROUNDS - half} rounds "
-                         f"{slopes[name]:+.2f} MB/round (limit {limits_mb[name]:.1f})")
+        report("memory", f"{name:12s} RSS per round (MB): {curve}; peak of the last {ROUNDS - half} rounds over the "
+                         f"first {half}: {growth[name]:+.1f} MB (limit {limit_mb:.0f})")
 
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_image_id", gone.text
     for seg, st in stats:  # at the end of every round, by the stages' own accounting
@@ -239,7 +239,7 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
     # Each new photo was encoded and stored once and pushed out by later ones: the stores cycled 4+ times over.
     assert segmenter["evictions"] == len(image_ids) - segmenter["entries"] >= 4 * segmenter["entries"], segmenter
     assert store["evictions"] == len(image_ids) - store["images"] >= 4 * store["images"], store
-    assert all(slopes[name] < limits_mb[name] for name in slopes), (slopes, limits_mb)
+    assert all(value < limit_mb for value in growth.values()), (growth, limit_mb)
 
 
 # -- overload ---------------------------------------------------------------------------------------------------
