@@ -83,7 +83,7 @@ def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
     loop_ips = [report[k]["images_per_second"] for k in ("loop_before", "loop_after")]
     report["job_over_loop"] = round(summary.images_per_second / (sum(loop_ips) / 2), 3)
     report["job_over_faster_loop"] = round(summary.images_per_second / max(loop_ips), 3)
-    # Once running (after its actors started and loaded the model, which the loop did before it was timed).
+    # Once running: the job's rate after its first photo (its actors started, its model loaded).
     report["job_steady_over_loop"] = round(summary.steady_images_per_second / (sum(loop_ips) / 2), 3)
     return report
 

@@ -57,7 +57,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import APP_NAME, build_app
     from .config import AppArgs
     from .local_ray import init_local_ray
-
     from .weights import WeightsError, resolve
 
     app_args = AppArgs(**{k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint,
