@@ -253,3 +253,14 @@ def test_a_photo_the_store_did_not_keep_gets_no_id(store_answer):
     kept = asyncio.run(IngressCore(RecordingStages(), IngressLimits()).cutout(image=jpeg(64, 48, seed=6),
                                                                               points=[[5, 5]]))
     assert kept.image_id
+
+
+def test_the_http_answer_names_no_image_id_when_there_is_none():
+    from deployments.ingress import cutout_response
+
+    def answer(image_id):
+        return cutout_response(Cutout(data=b"png", media_type="image/png", width=8, height=6, score=1.0,
+                                      image_id=image_id))
+
+    assert "x-image-id" not in answer("").headers
+    assert answer(IMG).headers["x-image-id"] == IMG
