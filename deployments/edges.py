@@ -1,7 +1,7 @@
 """The cut-out's edge: SAM's 256x256 logits and the full-resolution photo in, alpha and edge colours out.
 
 ``cutout_edge(photo, logits, refine)`` is the one entry point; the postprocess stage, the edge benchmark
-(``serve_app/edge_quality.py``) and outside checks all call it.
+(``bgremove edge-quality``) and outside checks all call it.
 
 - Plain (``refine=False``): the logits upsampled exactly as sam2 does, as a soft alpha (``soft_alpha``:
   >= 128 exactly where SAM's mask is), so masks match SAM2ImagePredictor bit for bit.

@@ -24,8 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from serve_app import errors
-from serve_app.config import GuardConfig
+from . import errors
+from .settings import GuardConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from ray import serve
 
-from serve_app.config import ImageStoreConfig
+from .settings import ImageStoreConfig
 
 from .messages import ImageRef, StoredImage
 from .metrics import ImageStoreMetrics

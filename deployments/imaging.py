@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from serve_app import errors
-from serve_app.config import IngressLimits
+from . import errors
+from .settings import IngressLimits
 
 # Our own pixel limit is checked from the header before any decoding; Pillow's bomb check stays on as a
 # second line (it raises at twice MAX_IMAGE_PIXELS), set just above the largest limit anyone configures.

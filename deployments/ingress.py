@@ -23,9 +23,8 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-import serve_app
-from serve_app import errors
-from serve_app.config import GuardConfig, IngressLimits
+from . import errors
+from .settings import GuardConfig, IngressLimits
 
 from . import http_guard
 from .health import CachedProbe
@@ -268,8 +267,8 @@ class ImageInfo(BaseModel):
     height: int
 
 
-# The click-to-cut web page: plain files, no build step (serve_app/static/).
-STATIC_DIR = Path(serve_app.__file__).resolve().parent / "static"
+# The click-to-cut web page: plain files, no build step.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 http_app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 

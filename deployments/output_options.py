@@ -6,7 +6,7 @@ import re
 
 from PIL import ImageColor
 
-from serve_app import errors
+from . import errors
 
 from .messages import MEDIA_TYPES_BY_FORMAT, OutputOptions
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageFilter
 from ray import serve
 
-from serve_app.config import PostprocessConfig
+from .settings import PostprocessConfig
 
 from .edges import cutout_edge, soft_alpha, upsample_logits, warm_up  # noqa: F401 (re-exported: the stage's helpers)
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult

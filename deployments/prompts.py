@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app import errors
+from . import errors
 
 from .messages import Prompt
 

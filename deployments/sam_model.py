@@ -7,8 +7,8 @@ import logging
 
 import torch
 
-from serve_app import weights
-from serve_app.config import SegmenterConfig
+from . import weights
+from .settings import SegmenterConfig
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from ray import serve
 
-from serve_app import errors
-from serve_app.config import SegmenterConfig
+from . import errors
+from .settings import SegmenterConfig
 
 from . import decoder
 from .embedding_cache import EmbeddingCache

@@ -30,8 +30,9 @@ from deployments.messages import OutputOptions, Prompt, SegmentResult
 from deployments.output_options import parse_output_options
 from deployments.prompts import parse_model_prompt
 
-from . import errors
-from .config import AppArgs, IngressLimits, PostprocessConfig, SegmenterConfig
+from deployments import errors
+from .config import AppArgs
+from deployments.settings import IngressLimits, PostprocessConfig, SegmenterConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo")
 SUFFIX_BY_FORMAT = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}

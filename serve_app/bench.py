@@ -72,7 +72,7 @@ class Baseline:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         from deployments.sam_model import build_model, resolve_device, resolve_precision
-        from .config import SegmenterConfig
+        from deployments.settings import SegmenterConfig
 
         config = SegmenterConfig(model=model, checkpoint=checkpoint, device=device, seed=seed)
         self.device = resolve_device(device)
@@ -304,7 +304,7 @@ def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, i
     from deployments.messages import Prompt
     from deployments.postprocess import choose_mask, upsample_logits
     from deployments.segmenter import Segmenter
-    from .config import SegmenterConfig
+    from deployments.settings import SegmenterConfig
 
     width, height = size
     images = [photo(width, height, seed=100 + i) for i in range(max(repeats, 8))]

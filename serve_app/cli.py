@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import APP_NAME, build_app
     from .config import AppArgs
     from .local_ray import init_local_ray
-    from .weights import WeightsError, resolve
+    from deployments.weights import WeightsError, resolve
 
     app_args = AppArgs(**{k: v for k, v in {"model": args.model, "checkpoint": args.checkpoint,
                                               "device": args.device}.items() if v}).with_env()
@@ -167,7 +167,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from . import weights
+    from deployments import weights
 
     if args.action == "list":
         for row in weights.list_cached(args.cache_dir):

@@ -154,7 +154,7 @@ def test_serve_without_network_says_where_the_checkpoint_goes_in_one_line_and_ex
     import subprocess
     import sys
 
-    from serve_app.weights import OFFICIAL_CHECKPOINTS
+    from deployments.weights import OFFICIAL_CHECKPOINTS
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BGREMOVE_", "RAY_"))}
     dead = f"http://127.0.0.1:{free_port()}"

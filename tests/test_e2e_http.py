@@ -28,7 +28,7 @@ def predictor():
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     from deployments.sam_model import build_model
-    from serve_app.config import SegmenterConfig
+    from deployments.settings import SegmenterConfig
 
     return SAM2ImagePredictor(build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu"),
                                           progress=False))
@@ -158,7 +158,7 @@ def test_python_handle_returns_png_bytes(app_url):
 def test_handle_refusal_is_an_api_error(app_url):
     from ray import serve
 
-    from serve_app.errors import ApiError
+    from deployments.errors import ApiError
 
     handle = serve.get_app_handle("background_remover")
     with pytest.raises(Exception) as info:

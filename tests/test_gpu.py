@@ -18,8 +18,8 @@ import torch
 from deployments.messages import Prompt
 from deployments.sam_model import build_model
 from deployments.segmenter import Embedding, Segmenter, encode_in_parts
-from serve_app import errors
-from serve_app.config import SegmenterConfig
+from deployments import errors
+from deployments.settings import SegmenterConfig
 from serve_app.samples import photo
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(),

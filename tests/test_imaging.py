@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from deployments.imaging import decode, image_id_of, model_copy
-from serve_app.config import IngressLimits
-from serve_app.errors import ApiError
+from deployments.settings import IngressLimits
+from deployments.errors import ApiError
 
 from images import encode, photo
 

@@ -7,8 +7,8 @@ import pytest
 
 from deployments.ingress import IngressCore, RecentImages
 from deployments.messages import Cutout, ImageRef, StoredImage
-from serve_app import errors
-from serve_app.config import IngressLimits
+from deployments import errors
+from deployments.settings import IngressLimits
 
 
 class Clock:
@@ -191,7 +191,7 @@ class SlowModelStages(RecordingStages):
     def __init__(self, clock: Clock, ttl_s: float):
         super().__init__()
         from deployments.image_store import ImageStore
-        from serve_app.config import ImageStoreConfig
+        from deployments.settings import ImageStoreConfig
 
         self.clock, self.ttl_s = clock, ttl_s
         self.store = ImageStore(ImageStoreConfig(ttl_s=ttl_s), clock=clock)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serve_app.errors import ApiError
+from deployments.errors import ApiError
 from serve_app.local import remove
 
 from images import decode, jpeg

@@ -1,7 +1,7 @@
 import pytest
 
 from deployments.output_options import format_from_accept, parse_color, parse_output_options
-from serve_app.errors import ApiError
+from deployments.errors import ApiError
 
 
 def test_defaults_are_the_old_service_output():

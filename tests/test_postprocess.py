@@ -184,7 +184,7 @@ def test_fast_png_writer_hands_grey_images_to_the_zlib_writer():
 
 
 def test_fast_and_small_png_compressions_give_the_same_pixels():
-    from serve_app.config import PostprocessConfig
+    from deployments.settings import PostprocessConfig
 
     rgb = photo(320, 240, seed=2)
     seg = _seg(np.stack([disc_logits(), -disc_logits(), -disc_logits()]), [0.9, 0.1, 0.2])

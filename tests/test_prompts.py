@@ -5,7 +5,7 @@ import pytest
 
 from deployments.messages import Prompt
 from deployments.prompts import parse_prompt
-from serve_app.errors import ApiError
+from deployments.errors import ApiError
 
 
 def parse(points=None, labels=None, box=None, width=640, height=480, max_points=8):

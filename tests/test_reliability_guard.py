@@ -13,8 +13,9 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from deployments import http_guard
-from serve_app import errors
-from serve_app.config import AppArgs, GuardConfig
+from deployments import errors
+from serve_app.config import AppArgs
+from deployments.settings import GuardConfig
 
 KEY = "s3cret-key"
 pytestmark = pytest.mark.anyio  # async tests through anyio's pytest plugin (anyio comes with Starlette)

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from deployments.imaging import decode
-from serve_app.config import IngressLimits
-from serve_app.errors import ApiError
+from deployments.settings import IngressLimits
+from deployments.errors import ApiError
 
 from images import jpeg, photo
 from reliability import report

@@ -12,8 +12,8 @@ import torch
 
 from deployments.messages import ImageRef, Prompt, SegmentRequest
 from deployments.segmenter import SegmenterDeployment, encode_in_parts, predict_or_error
-from serve_app.config import SegmenterConfig
-from serve_app.errors import ApiError
+from deployments.settings import SegmenterConfig
+from deployments.errors import ApiError
 
 from images import photo
 from reliability import report

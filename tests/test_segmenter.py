@@ -7,7 +7,7 @@ import pytest
 from deployments.messages import OutputOptions, Prompt
 from deployments.postprocess import Postprocessor, choose_mask, upsample_logits
 from deployments.segmenter import Segmenter
-from serve_app.config import SegmenterConfig
+from deployments.settings import SegmenterConfig
 
 from images import photo
 from parity import LOGIT_NOISE, assert_same_mask

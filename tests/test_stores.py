@@ -7,7 +7,7 @@ import numpy as np
 from deployments.embedding_cache import EmbeddingCache
 from deployments.image_store import ImageStore
 from deployments.messages import ImageRef, StoredImage
-from serve_app.config import ImageStoreConfig
+from deployments.settings import ImageStoreConfig
 
 
 @dataclass

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from deployments.sam_model import build_model
-from serve_app import weights
-from serve_app.config import SegmenterConfig
+from deployments import weights
+from deployments.settings import SegmenterConfig
 
 from conftest import free_port
 
