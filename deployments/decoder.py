@@ -6,8 +6,6 @@ tokens and projects them to keys, values and queries. None of that depends on th
 ``prepare``d once per image and ``decode`` runs the rest, calling the same modules with the same operations in
 the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks). On this
 project's 2-core CPU that is about a sixth of a click's decoder time.
-
-A prompt with ``mask_input`` changes the dense embedding, so the caller runs sam2's own decoder for it.
 """
 
 from __future__ import annotations

@@ -8,59 +8,46 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Callable
 
 import numpy as np
 from ray import serve
 
-from .settings import ImageStoreConfig
-
+from .lru import LRUCache
 from .messages import ImageRef, StoredImage
 from .metrics import ImageStoreMetrics
+from .settings import ImageStoreConfig
 
 
 class ImageStore:
     def __init__(self, config: ImageStoreConfig, clock: Callable[[], float] = time.monotonic):
         self.config = config
-        self._clock = clock
-        self._records: OrderedDict[str, tuple[StoredImage, float]] = OrderedDict()
+        # Each click renews a record's time to live: an image stays while people click on it.
+        self._records: LRUCache[str, StoredImage] = LRUCache(config.max_bytes, ttl_s=config.ttl_s, clock=clock,
+                                                             on_drop=self._dropped)
         self._lock = threading.Lock()
-        self.bytes = 0
         self.owner_bytes: Counter[str] = Counter()
-        self.evictions = self.expirations = 0
 
     def put(self, record: StoredImage) -> bool:
         """Keeps a record; returns False when it alone is larger than the whole budget, or than its key's quota."""
         quota = self.config.max_bytes_per_owner if record.owner else 0
         with self._lock:
-            self._drop(record.image_id)
+            self._records.pop(record.image_id)
             if record.nbytes > self.config.max_bytes or (quota and record.nbytes > quota):
                 return False
-            self._expire()
             if quota:  # a key past its quota makes room from its own oldest uploads, not from other keys'
-                own = [key for key, (r, _) in self._records.items() if r.owner == record.owner]
+                own = [key for key, r in self._records.items() if r.owner == record.owner]
                 while own and self.owner_bytes[record.owner] + record.nbytes > quota:
-                    self._drop(own.pop(0))
-                    self.evictions += 1
-            while self._records and self.bytes + record.nbytes > self.config.max_bytes:
-                self._drop(next(iter(self._records)))
-                self.evictions += 1
-            self._records[record.image_id] = (record, self._clock() + self.config.ttl_s)
-            self.bytes += record.nbytes
+                    self._records.evict(own.pop(0))
+            if not self._records.put(record.image_id, record):
+                return False
             self.owner_bytes[record.owner] += record.nbytes
             return True
 
     def get(self, image_id: str) -> StoredImage | None:
         """The record, its time to live renewed (each click keeps an image alive); None if unknown or expired."""
-        with self._lock:
-            self._expire()
-            entry = self._records.get(image_id)
-            if entry is None:
-                return None
-            self._records[image_id] = (entry[0], self._clock() + self.config.ttl_s)
-            self._records.move_to_end(image_id)
-            return entry[0]
+        return self._records.get(image_id)
 
     def __contains__(self, image_id: str) -> bool:
         return self.get(image_id) is not None
@@ -68,24 +55,26 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def bytes(self) -> int:
+        return self._records.bytes
+
+    @property
+    def evictions(self) -> int:
+        return self._records.evictions
+
+    @property
+    def expirations(self) -> int:
+        return self._records.expirations
+
     def stats(self) -> dict[str, int]:
         return {"images": len(self._records), "bytes": self.bytes, "max_bytes": self.config.max_bytes,
                 "evictions": self.evictions, "expirations": self.expirations}
 
-    def _expire(self) -> None:
-        now = self._clock()
-        expired = [key for key, (_, deadline) in self._records.items() if deadline <= now]
-        for key in expired:
-            self._drop(key)
-            self.expirations += 1
-
-    def _drop(self, image_id: str) -> None:
-        entry = self._records.pop(image_id, None)
-        if entry is not None:
-            self.bytes -= entry[0].nbytes
-            self.owner_bytes[entry[0].owner] -= entry[0].nbytes
-            if not self.owner_bytes[entry[0].owner]:
-                del self.owner_bytes[entry[0].owner]
+    def _dropped(self, _image_id: str, record: StoredImage) -> None:
+        self.owner_bytes[record.owner] -= record.nbytes
+        if not self.owner_bytes[record.owner]:
+            del self.owner_bytes[record.owner]
 
 
 @serve.deployment(name="ImageStore", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.05})

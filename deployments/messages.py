@@ -15,7 +15,6 @@ class Prompt:
     points: np.ndarray | None = None  # (N, 2) float32, x then y
     labels: np.ndarray | None = None  # (N,) int32: 1 keep, 0 exclude
     box: np.ndarray | None = None  # (4,) float32: x0, y0, x1, y1
-    mask_input: np.ndarray | None = None  # (1, 256, 256) logits of a previous click
 
     @property
     def num_points(self) -> int:
@@ -24,8 +23,8 @@ class Prompt:
     @property
     def multimask(self) -> bool:
         # One click is ambiguous (part, object, group): ask SAM for three masks and keep the best.
-        # More clicks, a box or a previous mask are not, and SAM's docs advise a single mask then.
-        return self.num_points == 1 and self.box is None and self.mask_input is None
+        # More clicks or a box are not, and SAM's docs advise a single mask then.
+        return self.num_points == 1 and self.box is None
 
     def scaled(self, sx: float, sy: float) -> "Prompt":
         if sx == 1.0 and sy == 1.0:
@@ -35,7 +34,6 @@ class Prompt:
             points=None if self.points is None else (self.points * scale).astype(np.float32),
             labels=self.labels,
             box=None if self.box is None else (self.box * np.tile(scale, 2)).astype(np.float32),
-            mask_input=self.mask_input,
         )
 
 

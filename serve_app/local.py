@@ -35,8 +35,7 @@ class LocalStages:
         return ImageRef.local(array)
 
     async def segment(self, request):
-        image = None if request.image_id in self.segmenter.cache else request.image.get()
-        return await asyncio.to_thread(self.segmenter.segment, request.image_id, image, request.prompt)
+        return await asyncio.to_thread(self.segmenter.segment, request.image_id, request.image.get(), request.prompt)
 
     async def render(self, seg, image, options, source_alpha):
         result = await seg
@@ -44,11 +43,8 @@ class LocalStages:
         return await asyncio.to_thread(self.postprocessor.render, result, image.get(), options, alpha)
 
     async def warm(self, image_id, image) -> bool:
-        if image_id in self.segmenter.cache:
-            return True
-        embedding = (await asyncio.to_thread(self.segmenter.encode, [image.get()]))[0]
-        self.segmenter.cache.put(image_id, embedding)
-        return False
+        _, hit, _ = await asyncio.to_thread(self.segmenter.embedding, image_id, image.get())
+        return hit
 
     async def remember(self, record: StoredImage) -> bool:
         return self.store.put(record)

@@ -64,7 +64,7 @@ def levels(embedding: Embedding) -> list[torch.Tensor]:
 def test_cuda_graph_encoder_matches_the_eager_encoder(model):
     eager = segmenter(model, precision="fp16")
     graphed = segmenter(model, precision="fp16", cuda_graphs=True)
-    assert sorted(graphed._graphs) == [1, 2], "capture failed and the segmenter fell back to eager"
+    assert graphed.graphs.batch_sizes == [1, 2], "capture failed and the segmenter fell back to eager"
     for batch in (1, 2):
         for start in range(0, len(PHOTOS), batch):
             images = PHOTOS[start:start + batch]

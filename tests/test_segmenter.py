@@ -7,6 +7,7 @@ import pytest
 from deployments.messages import OutputOptions, Prompt
 from deployments.postprocess import Postprocessor, choose_mask, upsample_logits
 from deployments.segmenter import Segmenter
+from deployments.segmenter.prepared import PreparedImages
 from deployments.settings import SegmenterConfig
 
 from images import photo
@@ -108,27 +109,18 @@ def test_prepared_decoder_equals_sam2_mask_decoder_bit_for_bit(segmenter, multim
     points = (torch.tensor([[[300.0, 200.0], [800.0, 700.0], [100.0, 900.0]]]), torch.tensor([[1, 0, 1]]))
     model = segmenter.model
     with torch.inference_mode():
+        dense_pe = model.sam_prompt_encoder.get_dense_pe()
+        pos_src = torch.repeat_interleave(dense_pe, 1, dim=0)
+        no_mask_dense = model.sam_prompt_encoder(points=None, boxes=None, masks=None)[1]
         sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=None)
         expected_masks, expected_iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=image_embed, image_pe=segmenter._dense_pe, sparse_prompt_embeddings=sparse,
+            image_embeddings=image_embed, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
             high_res_features=list(high_res))
-        prepared = decoder.prepare(model, image_embed, high_res, segmenter._pos_src, segmenter._no_mask_dense)
+        prepared = decoder.prepare(model, image_embed, high_res, pos_src, no_mask_dense)
         for _ in range(2):  # and again from the same prepared image, as a second click does
-            masks, iou = decoder.decode(model, prepared, segmenter._pos_src, sparse, multimask)
+            masks, iou = decoder.decode(model, prepared, pos_src, sparse, multimask)
             assert torch.equal(masks, expected_masks) and torch.equal(iou, expected_iou)
-
-
-def test_a_mask_prompt_uses_sam2s_own_decoder_and_matches_the_predictor(segmenter, predictor, image):
-    first = segmenter.segment("parity", image, PROMPTS["one click"])
-    mask_input = np.clip(first.logits[choose_mask(first.scores)], -32, 32)[None]
-    prompt = Prompt(np.array([[320, 240], [100, 80]], np.float32), np.array([1, 0], np.int32),
-                    mask_input=mask_input)
-    result = segmenter.segment("parity", image, prompt)
-    _, scores, low_res = predictor.predict(prompt.points, prompt.labels, None, mask_input=mask_input,
-                                           multimask_output=prompt.multimask)
-    np.testing.assert_allclose(result.scores, scores, rtol=0, atol=LOGIT_NOISE)
-    np.testing.assert_allclose(np.clip(result.logits, -32, 32), low_res, rtol=0, atol=LOGIT_NOISE)
 
 
 def test_prepared_images_are_kept_for_the_most_recent_live_embeddings_only(image):
@@ -136,13 +128,13 @@ def test_prepared_images_are_kept_for_the_most_recent_live_embeddings_only(image
     embedding = segmenter.encode([image])[0]
     prompt = PROMPTS["one click"]
     first = segmenter.predict(embedding, prompt)
-    prepared = segmenter._prepared_image(embedding)
-    assert segmenter._prepared_image(embedding) is prepared  # the second click reuses it
-    others = [segmenter._probe_embedding() for _ in range(segmenter.PREPARED_IMAGES)]
+    prepared = segmenter.prepared.get(embedding)
+    assert segmenter.prepared.get(embedding) is prepared  # the second click reuses it
+    others = [segmenter._probe_embedding() for _ in range(PreparedImages.MAX_IMAGES)]
     for other in others:
-        segmenter._prepared_image(other)
-    assert len(segmenter._prepared) == segmenter.PREPARED_IMAGES  # the oldest, ours, made room
+        segmenter.prepared.get(other)
+    assert len(segmenter.prepared) == PreparedImages.MAX_IMAGES  # the oldest, ours, made room
     del others, other  # embeddings evicted from the cache: their prepared images go at the next insertion
     again = segmenter.predict(embedding, prompt)  # prepared anew: the same answer
-    assert len(segmenter._prepared) == 1
+    assert len(segmenter.prepared) == 1
     assert all(np.array_equal(a, b) for a, b in zip(first, again))

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deployments.embedding_cache import EmbeddingCache
+from deployments.lru import LRUCache as EmbeddingCache
 from deployments.image_store import ImageStore
 from deployments.messages import ImageRef, StoredImage
 from deployments.settings import ImageStoreConfig
@@ -102,3 +102,28 @@ def test_a_key_past_its_quota_evicts_its_own_uploads_not_other_keys():
     assert not store.put(owned("b-big", 301, "key-b"))  # larger than a key's whole quota
     assert store.put(owned("open", 900, ""))  # without keys (no owner) only the store's budget applies
     assert store.get("a1") is None and store.owner_bytes == {"": 900, "key-b": 100}  # then least recently used
+
+
+def test_lru_bounds_entries_and_time_and_counts_what_it_drops():
+    from deployments.lru import LRUCache
+
+    clock = Clock()
+    dropped = []
+    lru = LRUCache(max_entries=2, ttl_s=10, renew=False, clock=lambda: clock.now,
+                   on_drop=lambda key, value: dropped.append(key))
+    lru.put("a", Blob(1))
+    lru.put("b", Blob(1))
+    lru.put("c", Blob(1))  # a third entry: the least recently used, a, goes
+    assert "a" not in lru and lru.evictions == 1 and dropped == ["a"]
+    clock.now = 5
+    assert lru.get("b") is not None  # read, but without renewal its deadline stays at 10
+    clock.now = 10
+    assert lru.get("b") is None and lru.get("c") is None and lru.expirations == 2 and lru.bytes == 0
+    renewing = LRUCache(ttl_s=10, clock=lambda: clock.now)
+    renewing.put("x", Blob(3))
+    clock.now = 19
+    assert renewing.get("x") is not None  # read at 19: now alive until 29
+    clock.now = 28
+    assert "x" in renewing and renewing.stats()["expirations"] == 0
+    renewing.evict("x")
+    assert renewing.evictions == 1 and renewing.pop("x") is None and len(renewing) == 0
