@@ -39,6 +39,11 @@ def invalid_prompt(code: str, message: str) -> ApiError:
     return ApiError(422, code, message)
 
 
+def invalid_option(code: str, message: str) -> ApiError:
+    """An output option (format, background, crop, feather, quality) that cannot be honoured."""
+    return ApiError(422, code, message)
+
+
 def unknown_image(image_id: str) -> ApiError:
     return ApiError(404, "unknown_image_id",
                     f"image_id {image_id[:64]!r} is unknown or has expired; upload the image again "

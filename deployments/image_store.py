@@ -90,11 +90,12 @@ class ImageStoreDeployment:
         # to them, which Ray's reference counting does not see through Serve responses.
         if self.store.get(image_id) is not None:
             return True
-        full_ref = ImageRef.put(full)
         # Small images are their own model copy: one object serves both.
-        model_ref = full_ref if model.shape == full.shape else ImageRef.put(model)
+        model = full if model.shape == full.shape else model
+        full_ref = ImageRef.put(full)
+        model_ref = full_ref if model is full else ImageRef.put(model)
         alpha_ref = ImageRef.put(alpha) if alpha is not None else None
-        nbytes = full.nbytes + (0 if model_ref is full_ref else model.nbytes) + (alpha.nbytes if alpha is not None else 0)
+        nbytes = StoredImage.size_of(full, model, alpha)
         kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes,
                                           content_id, owner))
         self.metrics.update(self.store.stats())

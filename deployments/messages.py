@@ -148,3 +148,8 @@ class StoredImage:
     @property
     def embedding_id(self) -> str:
         return self.content_id or self.image_id
+
+    @staticmethod
+    def size_of(full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None) -> int:
+        """Bytes a record pins: a small image is its own model copy, so that copy is counted once."""
+        return full.nbytes + (0 if model is full else model.nbytes) + (0 if alpha is None else alpha.nbytes)

@@ -47,7 +47,7 @@ def parse_color(value: str) -> tuple[int, int, int]:
             return ImageColor.getrgb(text if not re.fullmatch(r"[0-9a-fA-F]{6}", text) else "#" + text)[:3]
         except ValueError:
             pass
-    raise errors.invalid_prompt("invalid_background", f"background {value!r} is not a colour; send e.g. "
+    raise errors.invalid_option("invalid_background", f"background {value!r} is not a colour; send e.g. "
                                 "'#ffffff', 'white' or '255,255,255'")
 
 
@@ -57,26 +57,26 @@ def parse_output_options(format: str | None = None, accept: str | None = None, m
     if format:
         chosen = _FORMAT_ALIASES.get(format.strip().lower())
         if chosen is None:
-            raise errors.invalid_prompt("invalid_format", f"format {format!r} is not supported; choose png, webp or jpeg")
+            raise errors.invalid_option("invalid_format", f"format {format!r} is not supported; choose png, webp or jpeg")
     else:
         chosen = format_from_accept(accept) or "png"
     color = None
     if background is not None and background != "":
         color = parse_color(background) if isinstance(background, str) else tuple(int(v) for v in background)
         if len(color) != 3 or not all(0 <= v <= 255 for v in color):
-            raise errors.invalid_prompt("invalid_background", "background must be three values in 0..255")
+            raise errors.invalid_option("invalid_background", "background must be three values in 0..255")
     if chosen == "jpeg" and color is None and not mask_only:
         if not format:  # asked for by Accept only: fall back to a format that keeps transparency
             chosen = "png"
         else:
-            raise errors.invalid_prompt("jpeg_needs_background", "JPEG has no transparency; add a `background` "
+            raise errors.invalid_option("jpeg_needs_background", "JPEG has no transparency; add a `background` "
                                         "colour, or ask for png or webp")
     if not 0 <= crop_margin <= 10_000:
-        raise errors.invalid_prompt("invalid_crop_margin", "crop_margin must be between 0 and 10000 pixels")
+        raise errors.invalid_option("invalid_crop_margin", "crop_margin must be between 0 and 10000 pixels")
     if not 0 <= feather <= 100:
-        raise errors.invalid_prompt("invalid_feather", "feather must be between 0 and 100 pixels")
+        raise errors.invalid_option("invalid_feather", "feather must be between 0 and 100 pixels")
     if not 1 <= quality <= 100:
-        raise errors.invalid_prompt("invalid_quality", "quality must be between 1 and 100")
+        raise errors.invalid_option("invalid_quality", "quality must be between 1 and 100")
     return OutputOptions(format=chosen, mask_only=mask_only, background=color, crop=crop,
                          crop_margin=int(crop_margin), feather=float(feather), quality=int(quality),
                          refine=bool(refine))
@@ -87,5 +87,5 @@ def check_output_size(options: OutputOptions, width: int, height: int) -> None:
     crop's size is known only once the mask is)."""
     limit = MAX_SIDE.get(options.format)
     if limit is not None and max(width, height) > limit:
-        raise errors.invalid_prompt("too_large_for_format", f"{options.format} output is limited to {limit} pixels "
+        raise errors.invalid_option("too_large_for_format", f"{options.format} output is limited to {limit} pixels "
                                     f"per side and this photo is {width}x{height}; ask for format=png")

@@ -19,6 +19,7 @@ from ray import serve
 
 from .settings import PostprocessConfig
 
+from .geometry import subject_box
 from .edges import cutout_edge, soft_alpha, upsample_logits, warm_up  # noqa: F401 (re-exported: the stage's helpers)
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
@@ -34,17 +35,6 @@ def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return alpha
     return np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(radius=sigma)))
-
-
-def subject_box(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) of every non-transparent pixel, grown by margin; None for an empty mask."""
-    rows = np.flatnonzero(alpha.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(alpha.any(axis=0))
-    height, width = alpha.shape
-    return (max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
-            min(width, int(cols[-1]) + 1 + margin), min(height, int(rows[-1]) + 1 + margin))
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

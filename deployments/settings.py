@@ -5,11 +5,12 @@ The application's arguments (built by the roof, ``serve_app``) are turned into t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ModelSize = Literal["tiny", "small", "base_plus", "large"]
+MODEL_SIZES: tuple[str, ...] = get_args(ModelSize)
 Device = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PngCompression = Literal["fast", "small"]

@@ -16,16 +16,16 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .settings import MODEL_SIZES
+
 logger = logging.getLogger(__name__)
 
-MODEL_SIZES = ("tiny", "small", "base_plus", "large")
 RANDOM = "random"
 AUTO = "auto"
 _BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
@@ -204,13 +204,3 @@ def list_cached(cache_dir: Path | None = None) -> list[dict]:
         rows.append({"model": size, "file": str(path), "present": path.exists(),
                      "size_mb": round(ckpt.size_bytes / 1e6, 1), "url": ckpt.url, "sha256": ckpt.sha256})
     return rows
-
-
-def copy_into_cache(src: Path, model_size: str, cache_dir: Path | None = None) -> Path:
-    """Verifies a file fetched elsewhere and places it where ``auto`` looks for it."""
-    official = OFFICIAL_CHECKPOINTS[model_size]
-    verify(src, official.sha256)
-    dest = (Path(cache_dir) if cache_dir else default_cache_dir()) / official.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest

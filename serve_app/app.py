@@ -29,10 +29,10 @@ SESSION_ROUTER = RequestRouterConfig(
 
 def build_app(args: AppArgs) -> Application:
     """The builder a Serve config's ``import_path`` names; deployment options come from that config."""
-    return compose(args)
+    return bind_graph(args)
 
 
-def compose(args: AppArgs | dict, deployment_options: dict[str, dict] | None = None) -> Application:
+def bind_graph(args: AppArgs | dict, deployment_options: dict[str, dict] | None = None) -> Application:
     """Wires the graph. ``deployment_options`` ({"Segmenter": {"num_replicas": 2}, ...}) lets Python callers
     such as tests and the benchmark set what a YAML config's ``deployments:`` list would."""
     if isinstance(args, dict):

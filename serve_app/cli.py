@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from deployments.settings import MODEL_SIZES
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     serve = verbs.add_parser("serve", help="run the service locally (blocks)")
-    serve.add_argument("--model", choices=["tiny", "small", "base_plus", "large"], default=None)
+    serve.add_argument("--model", choices=MODEL_SIZES, default=None)
     serve.add_argument("--checkpoint", default=None, help="auto | random | path | URL")
     serve.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
     serve.add_argument("--host", default=os.environ.get("BGREMOVE_HOST", "127.0.0.1"))
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_cmd.add_argument("-o", "--output", required=True, help="a folder or a filesystem URI (s3://...)")
     batch_cmd.add_argument("--format", choices=["png", "webp", "jpeg"], default=None)
     add_output_flags(batch_cmd)
-    batch_cmd.add_argument("--model", choices=["tiny", "small", "base_plus", "large"], default=None)
+    batch_cmd.add_argument("--model", choices=MODEL_SIZES, default=None)
     batch_cmd.add_argument("--checkpoint", default=None, help="auto | random | path | URL")
     batch_cmd.add_argument("--device", choices=["auto", "cuda", "cpu"], default=None)
     batch_cmd.add_argument("--address", default=None, help="a running Ray cluster (default: RAY_ADDRESS, else a "
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     weights_cmd = verbs.add_parser("weights", help="download or list SAM 2.1 checkpoints")
     weights_cmd.add_argument("action", choices=["download", "list"])
-    weights_cmd.add_argument("--model", default="base_plus", choices=["tiny", "small", "base_plus", "large", "all"])
+    weights_cmd.add_argument("--model", default="base_plus", choices=[*MODEL_SIZES, "all"])
     weights_cmd.add_argument("--cache-dir", default=None)
     weights_cmd.set_defaults(run=cmd_weights)
 

@@ -54,10 +54,10 @@ def app_url(serve_instance):
     """The real application, two ingress replicas, under its contract name at route '/'."""
     from ray import serve
 
-    from serve_app.app import APP_NAME, compose
+    from serve_app.app import APP_NAME, bind_graph
     from serve_app.config import AppArgs
 
-    serve.run(compose(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
+    serve.run(bind_graph(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
     return serve_instance
 
 
@@ -70,10 +70,10 @@ def keyed_app_url(serve_instance):
     (the web page is then at /keyed/)."""
     from ray import serve
 
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
-    serve.run(compose(AppArgs(**TEST_ARGS, api_keys=list(API_KEYS))), name="bgremove_keyed", route_prefix="/keyed")
+    serve.run(bind_graph(AppArgs(**TEST_ARGS, api_keys=list(API_KEYS))), name="bgremove_keyed", route_prefix="/keyed")
     return serve_instance + "/keyed"
 
 

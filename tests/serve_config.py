@@ -1,7 +1,7 @@
 """Serve config files (configs/*.yaml) as data, and as an application that Python can deploy.
 
 A config's ``deployments:`` entries are exactly the keyword arguments of ``Deployment.options()``, so
-``compose(args, options)`` builds the same graph that ``serve deploy <file>`` builds from the file.
+``bind_graph(args, options)`` builds the same graph that ``serve deploy <file>`` builds from the file.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def deployment_options(app: dict) -> dict[str, dict]:
 
 def build(app: dict):
     """The application a config entry describes, through the same builder its import_path names."""
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
 
     assert app["import_path"] == "serve_app.app:build_app"
-    return compose(app.get("args", {}), deployment_options(app))
+    return bind_graph(app.get("args", {}), deployment_options(app))
 
 
 def shrunk(config: dict, args: dict, max_replicas: int, timing: dict) -> dict:

@@ -109,13 +109,13 @@ def batching_url(serve_instance):
     (production: 2 at once, no wait), so that four photos sent together share one encoder pass."""
     from ray import serve
 
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
     from conftest import TEST_ARGS
 
     args = AppArgs(**{**TEST_ARGS, "max_batch_size": 4, "batch_wait_timeout_s": 10.0})
-    serve.run(compose(args, {"Segmenter": {"max_ongoing_requests": 4}}), name="parity_batch",
+    serve.run(bind_graph(args, {"Segmenter": {"max_ongoing_requests": 4}}), name="parity_batch",
               route_prefix="/parity-batch")
     yield serve_instance + "/parity-batch"
     serve.delete("parity_batch")
@@ -233,12 +233,12 @@ def short_ttl_url(serve_instance):
     """A second app whose image store forgets photos 8 s after their last use; two ingress replicas."""
     from ray import serve
 
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
     from conftest import TEST_ARGS
 
-    serve.run(compose(AppArgs(**{**TEST_ARGS, "image_ttl_s": 8.0}), {"Ingress": {"num_replicas": 2}}),
+    serve.run(bind_graph(AppArgs(**{**TEST_ARGS, "image_ttl_s": 8.0}), {"Ingress": {"num_replicas": 2}}),
               name="short_ttl", route_prefix="/short-ttl")
     yield serve_instance + "/short-ttl"
     serve.delete("short_ttl")

@@ -9,7 +9,8 @@ from PIL import Image
 
 from deployments.messages import OutputOptions, SegmentResult
 from deployments.png import encode_png
-from deployments.postprocess import (Postprocessor, choose_mask, compose, feather, soft_alpha, subject_box,
+from deployments.geometry import subject_box
+from deployments.postprocess import (Postprocessor, choose_mask, compose, feather, soft_alpha,
                                      upsample_logits)
 
 from images import photo

@@ -41,14 +41,14 @@ def rel(serve_instance):
     from ray import serve
 
     from conftest import TEST_ARGS
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
     ray.cloudpickle.register_pickle_by_value(fault_injection)
     args = AppArgs(**TEST_ARGS, api_keys=[KEY], cors_origins=[ORIGIN])
     options = {"Segmenter": {"func_or_class": fault_injection.FaultInjectableSegmenter,
                              "health_check_period_s": 1, "health_check_timeout_s": 20}}
-    serve.run(compose(args, options), name=APP, route_prefix=PREFIX)
+    serve.run(bind_graph(args, options), name=APP, route_prefix=PREFIX)
     url = serve_instance + PREFIX
     ids = []
     for i, (w, h) in enumerate(SIZES):
@@ -132,13 +132,13 @@ def soak_url(serve_instance):
     from ray import serve
 
     from conftest import TEST_ARGS
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
     # Every answer is checked to be a 200: no deadline for clicks queued behind an encoder pass on a slow runner.
     args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": CACHE_MB, "image_store_mb": STORE_MB,
                       "request_timeout_s": 600})
-    serve.run(compose(args), name=SOAK_APP, route_prefix="/soak")
+    serve.run(bind_graph(args), name=SOAK_APP, route_prefix="/soak")
     yield serve_instance + "/soak"
     serve.delete(SOAK_APP)
 

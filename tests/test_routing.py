@@ -25,14 +25,14 @@ CONTROL_USERS = 8  # the control only has to miss: fewer people, fewer encoder p
 def routing_app(serve_instance, name: str, segmenter_options: dict):
     from ray import serve
 
-    from serve_app.app import compose
+    from serve_app.app import bind_graph
     from serve_app.config import AppArgs
 
     from conftest import TEST_ARGS
 
     # The people's first clicks queue on two CPU replicas (seconds each): allow for it in the deadline.
     args = AppArgs(**{**TEST_ARGS, "embedding_cache_mb": 1024, "request_timeout_s": 600})
-    serve.run(compose(args, {"Segmenter": {"num_replicas": 2, **segmenter_options}}), name=name,
+    serve.run(bind_graph(args, {"Segmenter": {"num_replicas": 2, **segmenter_options}}), name=name,
               route_prefix=f"/{name}")
     try:
         yield f"{serve_instance}/{name}"
