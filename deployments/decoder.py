@@ -4,8 +4,7 @@ On every click sam2's ``MaskDecoder`` copies the positional encoding, adds the (
 the image embedding, and in the first two-way attention layer adds the positional encoding to the 4,096 image
 tokens and projects them to keys, values and queries. None of that depends on the clicks: here it is
 ``prepare``d once per image and ``decode`` runs the rest, calling the same modules with the same operations in
-the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks). On this
-project's 2-core CPU that is about a sixth of a click's decoder time.
+the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks).
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """PNG writers for cut-outs: fpng for speed (the default), and our own zlib-ng writer for smaller files.
 
 ``encode_png_fast`` hands RGB / RGBA pixels to fpng (Rich Geldreich's fpng through the ``fpng`` package): one
-SIMD pass, about a tenth of zlib's CPU, files some 15-25% larger. It holds the GIL while it runs (about 10 ms
-per megapixel here), which is why a postprocess replica keeps its event loop on another thread.
+SIMD pass, about a tenth of zlib's CPU, files some 15-25% larger. It holds the GIL while it runs, which is why a
+postprocess replica keeps its event loop on another thread (figures: docs/benchmarks/design-notes.md).
 
 The zlib-ng writer (``encode_png``) is built for small files from large cut-outs: vectorised 'Up' filter,
 parallel zlib-ng deflate.
 
-Pillow's encoder runs one zlib stream on one core (about 1 s for a 12 MP RGBA cut-out at level 1 on a 2-core
-machine). A deflate stream can be cut at any byte with a sync flush, so the scanlines are split into one band per
+Pillow's encoder runs one zlib stream on one core. A deflate stream can be cut at any byte with a sync flush, so the scanlines are split into one band per
 core, each filtered and compressed on its own thread (numpy and zlib-ng release the GIL) and written as
 consecutive IDAT chunks; the zlib header and the Adler-32 of the whole stream frame them. Any PNG decoder
 reads the result.
@@ -82,8 +81,8 @@ def _encode_band(rows: Rows, start: int, stop: int, level: int) -> tuple[np.ndar
     else:
         np.subtract(band[0], above, out=raw[0, 1:])
     # Raw deflate (the zlib frame is ours) with the run-length strategy: after the Up filter a photo's bytes
-    # have few long-distance matches, and only looking for runs gave the default strategy's size at level 2
-    # in 60% of its time (12 MP cut-out: 23.7 MB in 524 ms against 23.8 MB in 880 ms, one core).
+    # have few long-distance matches, and only looking for runs gives the default strategy's size in about 60%
+    # of its time (docs/benchmarks/design-notes.md).
     compressor = zlib_ng.compressobj(level, zlib.DEFLATED, -15, 8, zlib_ng.Z_RLE)
     last = stop == rows.height
     return raw, compressor.compress(raw) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)

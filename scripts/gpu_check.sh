@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session's checks and measurements, run on the lent GPU machine from the repo root:
-#   carry .gpu-wheels (built by ../shared/gpu/make-carry.sh plus a zlib-ng wheel); results land in $OUT.
+# The GPU checks and measurements, run from the repo root on a machine with an NVIDIA GPU:
+#   .gpu-wheels/ holds wheels of the GPU stack (torch with CUDA, ray, sam2, zlib-ng, ...); results land in $OUT.
 # 0. tests/test_gpu.py, the GPU-only tests (skipped everywhere else): CUDA-graph encoder against eager, FP16
 #    masks against FP32, a real CUDA out-of-memory answered with 503. TESTS_ONLY=1 stops after them.
 # 1. the segmenter class alone: base_plus, 1024x768, FP32 / FP16 / BF16 / FP16 + CUDA-graph encoder,

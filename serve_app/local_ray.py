@@ -6,9 +6,8 @@ from typing import Any
 
 # Ray runs its workers, and so every replica of this graph, at nice 15 so that its daemons stay responsive. On a
 # machine that also runs clients (the web page's browser, the benchmark) or is small, nice 15 lets any of them
-# preempt the mask decoder between two of its ~300 operations: on 2 cores repeat clicks took 147-148 ms at nice 15
-# and 122-135 ms at nice 0 (tiny, `bgremove bench`, four alternating runs). Equal priority is what a plain
-# service would get. Clusters set the same with RAY_worker_niceness=0 in the Ray containers' environment.
+# preempt the mask decoder between two of its ~300 operations (docs/benchmarks/design-notes.md). Equal priority is
+# what a plain service would get. Clusters set the same with RAY_worker_niceness=0 in the Ray containers' environment.
 WORKER_NICENESS = 0
 
 

@@ -75,8 +75,8 @@ class Segmenter:
 
     def predict(self, embedding: Embedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """Prompt encoder + mask decoder: (C, 256, 256) logits and (C,) scores; C = 3 if prompt.multimask."""
-        # The decoder is small: FP16 autocast's casts cost more than they save, so it runs in FP32 on FP32
-        # copies of the (FP16-cached) embedding.
+        # The decoder is small: FP16 autocast's casts cost more than they save (docs/benchmarks/design-notes.md),
+        # so it runs in FP32 on FP32 copies of the (FP16-cached) embedding.
         with torch.inference_mode():
             points = self._prompt_points(prompt, embedding.image_hw)
             sparse, _ = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
