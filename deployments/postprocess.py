@@ -17,13 +17,12 @@ import torch
 from PIL import Image, ImageFilter
 from ray import serve
 
-from .settings import PostprocessConfig
-
+from .edges import cutout_edge, warm_up
 from .geometry import subject_box
-from .edges import cutout_edge, soft_alpha, upsample_logits, warm_up  # noqa: F401 (re-exported: the stage's helpers)
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
 from .png import CutoutRows, encode_png, encode_png_fast
+from .settings import PostprocessConfig
 
 
 def choose_mask(scores: np.ndarray) -> int:

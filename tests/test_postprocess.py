@@ -10,8 +10,8 @@ from PIL import Image
 from deployments.messages import OutputOptions, SegmentResult
 from deployments.png import encode_png
 from deployments.geometry import subject_box
-from deployments.postprocess import (Postprocessor, choose_mask, compose, feather, soft_alpha,
-                                     upsample_logits)
+from deployments.edges import soft_alpha, upsample_logits
+from deployments.postprocess import Postprocessor, choose_mask, compose, feather
 
 from images import photo
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from deployments.messages import OutputOptions, Prompt
-from deployments.postprocess import Postprocessor, choose_mask, upsample_logits
+from deployments.edges import upsample_logits
+from deployments.postprocess import Postprocessor, choose_mask
 from deployments.segmenter import Segmenter
 from deployments.segmenter.prepared import PreparedImages
 from deployments.settings import SegmenterConfig
