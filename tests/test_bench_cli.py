@@ -16,6 +16,7 @@ def _parsed(argv: list[str]):
 @pytest.mark.parametrize("verb, flags, scenario", [
     ([], [], "graph"),
     (["graph"], [], "graph"),
+    (["overhead"], ["--overhead"], "overhead"),
     (["routing", "12x5"], ["--routing", "12x5"], "routing"),
     (["routing"], ["--routing", "20x5"], "routing"),
     (["segmenter", "--precision", "fp32,fp16"], ["--segmenter", "--precision", "fp32,fp16"], "segmenter"),
@@ -32,8 +33,8 @@ def test_a_sub_verb_and_its_flag_parse_alike(verb, flags, scenario):
 
 
 def test_settings_given_before_the_sub_verb_are_kept():
-    scenario, args = _parsed(["--model", "small", "--repeat-clicks", "5", "routing", "--first-clicks", "2"])
-    assert (scenario, args["model"], args["repeat_clicks"], args["first_clicks"]) == ("routing", "small", 5, 2)
+    scenario, args = _parsed(["--model", "small", "--repeat-clicks", "5", "overhead", "--first-clicks", "2"])
+    assert (scenario, args["model"], args["repeat_clicks"], args["first_clicks"]) == ("overhead", "small", 5, 2)
 
 
 def test_the_default_is_the_graph_with_the_old_defaults():
@@ -41,4 +42,4 @@ def test_the_default_is_the_graph_with_the_old_defaults():
     assert scenario == "graph"
     assert (args["sizes"], args["first_clicks"], args["repeat_clicks"], args["concurrency"]) == \
         ("1024x768,4032x3024", 7, 42, "1,4")
-    assert not (args["segmenter"] or args["batch"] or args["routing"] or args["batch_memory"])
+    assert not (args["overhead"] or args["segmenter"] or args["batch"] or args["routing"] or args["batch_memory"])

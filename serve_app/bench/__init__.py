@@ -1,6 +1,6 @@
 """``bgremove bench``: latency, throughput and overhead of the graph, printed as one JSON object per run.
 
-One module per scenario (``graph``, ``routing``, ``segmenter``, ``batch``, and the
+One module per scenario (``graph``, ``overhead`` with ``echo``, ``routing``, ``segmenter``, ``batch``, and the
 ``baseline`` the graph is compared with); ``stats``, ``client`` and ``local_graph`` are what they share;
 ``command`` is the sub-verbs and flags.
 """

@@ -37,6 +37,12 @@ class GraphClient:
         start = time.perf_counter()
         return self._result(await self._post_click(image_id, points, labels, mask_only), start)
 
+    async def repeat_answer(self, image_id: str, points, labels) -> bytes:
+        """The body a repeat click is answered with (what an echo of it should send back)."""
+        response = await self._post_click(image_id, points, labels, False)
+        response.raise_for_status()
+        return response.content
+
     async def _post_click(self, image_id: str, points, labels, mask_only: bool):
         fields = {"image_id": image_id, "points": json.dumps(points), "labels": json.dumps(labels)}
         if mask_only:

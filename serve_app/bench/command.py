@@ -2,6 +2,7 @@
 the README and the Makefile call them), and one JSON object printed per run.
 
   bgremove bench [graph]              the graph over HTTP against the old design (--routing etc. absent)
+  bgremove bench overhead             the same plus an echo app and each click's overhead   (--overhead)
   bgremove bench routing [UxC]        routers compared on 2 segmenter replicas               (--routing UxC)
   bgremove bench segmenter            the segmenter class alone, per precision               (--segmenter)
   bgremove bench batch                the Ray Data job against a serial loop                 (--batch)
@@ -19,6 +20,7 @@ from .stats import device_name, parse_size
 
 SCENARIOS = {
     "graph": "first and repeat clicks over HTTP, throughput, the old single-process design (the default)",
+    "overhead": "the graph benchmark plus a bare Serve echo app and each click's overhead over its stages' work",
     "routing": "compare routers on 2 segmenter replicas, USERSxCLICKS (default 20x5)",
     "segmenter": "the segmenter class alone; --precision fp32,fp16,... compares precisions",
     "batch": "the Ray Data catalogue job against a serial loop",
@@ -62,6 +64,7 @@ def _add_settings(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_settings(parser, suppress=False)
     # The scenario flags of before the sub-verbs.
+    parser.add_argument("--overhead", action="store_true", help="as `bench overhead`")
     parser.add_argument("--routing", default=None, metavar="USERSxCLICKS", help="as `bench routing USERSxCLICKS`")
     parser.add_argument("--segmenter", action="store_true", help="as `bench segmenter`")
     parser.add_argument("--batch", action="store_true", help="as `bench batch`")
@@ -81,8 +84,9 @@ def choose_scenario(args: argparse.Namespace) -> str:
     both spellings of a scenario leave the same arguments."""
     if args.scenario is None:
         flags = {"routing": args.routing, "batch": args.batch, "batch-memory": args.batch_memory,
-                 "segmenter": args.segmenter}
+                 "segmenter": args.segmenter, "overhead": args.overhead}
         args.scenario = next((name for name, given in flags.items() if given), "graph")
+    args.overhead = args.scenario == "overhead"
     args.segmenter = args.scenario == "segmenter"
     args.batch = args.scenario == "batch"
     args.routing = (args.routing or DEFAULT_ROUTING) if args.scenario == "routing" else None
