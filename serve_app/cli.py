@@ -4,7 +4,7 @@
   bgremove cut photo.jpg --point 120,340 -o cutout.png
   bgremove batch photos/ -o cutouts/   a folder, glob or manifest as one Ray Data job (serve_app/batch.py)
   bgremove weights download --model tiny | bgremove weights list
-  bgremove bench --model tiny                 JSON: first / repeat clicks, throughput, baseline
+  bgremove bench [SCENARIO] --model tiny      JSON: first / repeat clicks, throughput, baseline, ...
   bgremove edge-quality [--quick]      JSON: edge colours and refinement vs plain upsampling (synthetic)
 """
 
@@ -37,14 +37,6 @@ def _numbers(text: str, count: int) -> list[float]:
     if len(values) != count:
         raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
     return values
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

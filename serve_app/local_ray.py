@@ -16,3 +16,11 @@ def init_local_ray(**kwargs: Any) -> None:
 
     system_config = {"worker_niceness": WORKER_NICENESS, **kwargs.pop("_system_config", {})}
     ray.init(_system_config=system_config, **kwargs)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,6 +1,7 @@
-"""`bgremove bench --batch`: the Ray Data job (serve_app/batch.py) against a plain serial loop over
-``serve_app.local.remove`` on the same photos, in the same run; and ``--batch-memory N``: one job over N small
-photos that reports the driver's and every worker's resident memory at the end.
+"""``bgremove bench batch`` (``--batch``): the Ray Data job (serve_app/batch.py) against a plain serial loop
+over ``serve_app.local.remove`` on the same photos, in the same run; and ``bgremove bench batch-memory N``
+(``--batch-memory N``): one job over N small photos that reports the driver's and every worker's resident memory
+at the end.
 
 The loop runs before and after the job (the machine may be shared: the job is compared with both). Both are
 timed from nothing loaded in them: the loop's time includes building its model (its first call; the libraries are
@@ -18,16 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .samples import jpeg
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch", action="store_true", help="the Ray Data catalogue job against a serial loop")
-    parser.add_argument("--batch-set", default="1024x1024:6,4000x3000:2", metavar="WxH:N,...",
-                        help="with --batch: photo sizes and counts (default: 1 MP and 12 MP)")
-    parser.add_argument("--batch-size", type=int, default=0, help="with --batch: photos per encoder pass")
-    parser.add_argument("--batch-memory", type=int, default=0, metavar="N",
-                        help="one job over N photos of 320x240; the summary with every process's RSS")
+from ..samples import jpeg
 
 
 def _write_set(folder: Path, spec: str, seed: int) -> list[dict]:
@@ -45,7 +37,7 @@ def _write_set(folder: Path, spec: str, seed: int) -> list[dict]:
 
 
 def _loop(folder: Path, rows: list[dict], model_args: dict) -> dict[str, Any]:
-    from .local import pipeline, remove
+    from ..local import pipeline, remove
 
     # Timed like the job, from nothing loaded: the loop's first call builds its model (the job's actors load
     # theirs), and no embedding is left from an earlier loop.
@@ -60,8 +52,8 @@ def _loop(folder: Path, rows: list[dict], model_args: dict) -> dict[str, Any]:
 def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from . import batch
-    from .config import AppArgs
+    from .. import batch as batch_job
+    from ..config import AppArgs
 
     model_args = {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}
     report: dict[str, Any] = {"set": args.batch_set}
@@ -69,15 +61,15 @@ def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp) / "in"
         folder.mkdir()
         rows = _write_set(folder, args.batch_set, args.seed)
-        from .local import remove
+        from ..local import remove
 
         remove(jpeg(640, 480, seed=args.seed + 10_000), points=[[320, 240]], **model_args)  # imports, kernels
         report["loop_before"] = _loop(folder, rows, model_args)
         if not ray.is_initialized():
-            batch._start_local_ray()
-        job = batch.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
+            batch_job._start_local_ray()
+        job = batch_job.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
                         batch_size=args.batch_size, progress=False)
-        summary = batch.run(job)
+        summary = batch_job.run(job)
         report["job"] = summary.as_dict()
         report["loop_after"] = _loop(folder, rows, model_args)
     loop_ips = [report[k]["images_per_second"] for k in ("loop_before", "loop_after")]
@@ -91,8 +83,8 @@ def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
-    from . import batch
-    from .config import AppArgs
+    from .. import batch as batch_job
+    from ..config import AppArgs
 
     model_args = {"model": args.model, "checkpoint": args.checkpoint, "device": args.device}
     with tempfile.TemporaryDirectory(prefix="bgremove-bench-") as tmp:
@@ -100,8 +92,8 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
         folder.mkdir()
         _write_set(folder, f"320x240:{args.batch_memory}", args.seed)
         if not ray.is_initialized():
-            batch._start_local_ray()
-        job = batch.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
+            batch_job._start_local_ray()
+        job = batch_job.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
                         batch_size=args.batch_size, progress=False)
-        summary = batch.run(job)
+        summary = batch_job.run(job)
     return {"photos": args.batch_memory, "size": "320x240", "job": summary.as_dict()}
