@@ -25,7 +25,7 @@ def start_graph(args: argparse.Namespace) -> str:
 
     from ray import serve
 
-    from ..app import APP_NAME, compose
+    from ..app import APP_NAME, bind_graph
     from ..config import AppArgs
 
     env_vars = dict(item.split("=", 1) for item in args.serve_env)  # e.g. Serve's latency flags, replicas only
@@ -35,7 +35,7 @@ def start_graph(args: argparse.Namespace) -> str:
         options["Segmenter"]["ray_actor_options"] = {"num_cpus": 1, "num_gpus": 1}
     app_args = AppArgs(model=args.model, checkpoint=args.checkpoint, device=args.device, cuda_graphs=args.cuda_graphs,
                        postprocess_threads=args.postprocess_threads)
-    serve.run(compose(app_args, options), name=APP_NAME, route_prefix="/")
+    serve.run(bind_graph(app_args, options), name=APP_NAME, route_prefix="/")
     return url
 
 

@@ -42,7 +42,7 @@ def bench_routing(args: argparse.Namespace, users: int, clicks: int, replicas: i
     from ray import serve
     from ray.serve.config import RequestRouterConfig
 
-    from ..app import compose
+    from ..app import bind_graph
     from ..config import AppArgs
 
     url = start_serve(max(16, os.cpu_count() or 1))
@@ -51,7 +51,7 @@ def bench_routing(args: argparse.Namespace, users: int, clicks: int, replicas: i
     size = parse_size(args.sizes.split(",")[0])
     for name, router in ROUTERS.items():
         options = {"Segmenter": {"num_replicas": replicas, "request_router_config": RequestRouterConfig(**router)}}
-        serve.run(compose(app_args, options), name=name, route_prefix=f"/{name}")
+        serve.run(bind_graph(app_args, options), name=name, route_prefix=f"/{name}")
 
         async def main():
             client = GraphClient(f"{url}/{name}")

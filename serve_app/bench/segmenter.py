@@ -16,9 +16,11 @@ from .stats import centre, percentiles
 
 def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, int], repeats: int,
                     precisions: list[str]) -> dict[str, Any]:
+    from deployments.edges import upsample_logits
     from deployments.messages import Prompt
-    from deployments.postprocess import choose_mask, upsample_logits
+    from deployments.postprocess import choose_mask
     from deployments.segmenter import Segmenter
+    from deployments.segmenter.floor import reference_timings
     from deployments.settings import SegmenterConfig
 
     width, height = size
@@ -50,12 +52,12 @@ def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, i
         entry = {"first_click_ms": percentiles(first), "repeat_click_ms": percentiles(repeat),
                  "encoder_per_image_batch8_ms": round(batch8, 2)}
         if extra == "graph":
-            entry["cuda_graphs"] = sorted(segmenter._graphs)
-            entry["graph_capture_ms"] = segmenter.graph_capture_ms
+            entry["cuda_graphs"] = segmenter.graphs.batch_sizes
+            entry["graph_capture_ms"] = segmenter.graphs.capture_ms
         if not reference_masks:
             reference_masks = masks
             entry["floor_set_image_predict_ms"] = percentiles(
-                segmenter.reference_timings(images[0], tuple(centre(width, height)), repeats))
+                reference_timings(segmenter, images[0], tuple(centre(width, height)), repeats))
         else:
             ious = [float((a & b).sum() / max(1, (a | b).sum())) for a, b in zip(masks, reference_masks)]
             entry["mask_iou_vs_first"] = {"min": round(min(ious), 4), "mean": round(statistics.fmean(ious), 4)}
