@@ -14,7 +14,7 @@ from deployments.edges import DEFAULT_SETTINGS, EdgeSettings, cutout_edge, decon
 from . import metrics
 from .synthetic import Sample
 
-# (name, refine, decontaminate): "plain" is the service before this work (upsampled logits, photo colours).
+# (name, refine, decontaminate): "plain" is the baseline, SAM's upsampled logits with the photo's own colours.
 METHODS = (("plain", False, False), ("plain_colours", False, True), ("refined", True, False),
            ("refined_colours", True, True))
 NEW_BACKGROUNDS = ((255, 255, 255), (0, 0, 0), (0, 160, 255), (255, 80, 0))
