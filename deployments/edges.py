@@ -10,54 +10,36 @@
   inside it), closed-form matting of that band (``deployments/matting.py``, torch conjugate gradients, on
   the GPU when there is one), and the matte brought to full size through the photo's own colours (the guided
   filter's local linear model, fitted where the matte was solved and applied to full-resolution pixels).
-- Colours, both paths: where alpha is neither 0 nor 255 the photo's pixel mixes subject and old background.
-  They are replaced by an estimate of the subject's colour (Germer et al. 2020, "Fast multi-level
-  foreground estimation"), so a cut-out on white or any colour has no halo. Alpha is
-  never changed by this.
+- Colours, both paths: the soft edge's pixels get the subject's estimated colour
+  (``deployments/edge_colours.py``); alpha is never changed by this.
 
 Cost bound: matting runs on a copy of at most ``work_megapixels`` and colour estimation on one of at most
-``colour_megapixels`` (downsample-solve-upsample); at full size only the edge band's pixels are touched, so a 25 MP photo costs the upsampling of
-its logits plus a band's worth of arithmetic, never a 25 MP linear system.
+``colour_megapixels`` (downsample-solve-upsample, ``deployments/edge_grid.py``); at full size only the edge
+band's pixels are touched, so a 25 MP photo costs the upsampling of its logits plus a band's worth of
+arithmetic, never a 25 MP linear system.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .edge_colours import decontaminate
+from .edge_grid import blocks, downsample, sample_at
+from .edge_settings import DEFAULT_SETTINGS, EdgeSettings
 from .matting import solve_alpha
+
+__all__ = ["DEFAULT_SETTINGS", "EdgeSettings", "cutout_edge", "decontaminate", "soft_alpha", "unknown_band",
+           "upsample_logits", "warm_up"]
 
 LOW_RES = 256  # SAM's mask logits are 256x256 whatever the photo's shape
 # Logit units per step of 8-bit alpha in the plain soft edge: the ramp spans logits -4..+4.
 ALPHA_PER_LOGIT = 32.0
-
-
-@dataclass(frozen=True)
-class EdgeSettings:
-    """Chosen on the tuning half of ``bgremove edge-quality`` (docs/benchmarks/edges-tuning.json)."""
-
-    work_megapixels: float = 0.25  # matting budget per request: larger photos are solved downsampled
-    unknown_logit: float = 8.0  # |logit| below this is SAM unsure
-    band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
-    epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
-    iterations: int = 120  # conjugate-gradient steps (the coarse alpha is the starting guess)
-    guide_radius: int = 1  # window (working pixels) of the linear model that carries the matte to full size
-    guide_epsilon: float = 1e-4
-    alpha_low: float = 0.03  # levels on the refined matte: at or below alpha_low is background, at or above
-    alpha_high: float = 0.92  # alpha_high subject (the matte's faint haze costs composite error on a new colour)
-    colour_megapixels: float = 0.25  # colour estimation's own working size
-    colour_iterations: int = 2  # foreground estimation's sweeps per level above 32 px (pymatting's default)
-    decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
-    solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
-
-
-DEFAULT_SETTINGS = EdgeSettings()
 
 
 def upsample_logits(logits: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -97,12 +79,9 @@ class _Working:
 
 
 def _working(photo: np.ndarray, logits: np.ndarray, settings: EdgeSettings) -> _Working:
-    height, width = photo.shape[:2]
-    scale = min(1.0, math.sqrt(settings.work_megapixels * 1e6 / (height * width)))
-    h, w = max(8, round(height * scale)), max(8, round(width * scale))
-    small = photo if (h, w) == (height, width) else cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
-    return _Working(small.astype(np.float32) / 255.0, upsample_logits(logits, h, w).numpy(),
-                    (w / LOW_RES, h / LOW_RES), h / height)
+    small = downsample(photo, settings.work_megapixels)
+    h, w = small.shape[:2]
+    return _Working(small, upsample_logits(logits, h, w).numpy(), (w / LOW_RES, h / LOW_RES), h / photo.shape[0])
 
 
 def unknown_band(logits: np.ndarray, cell: tuple[float, float], settings: EdgeSettings) -> np.ndarray:
@@ -167,72 +146,8 @@ def _guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsil
     return _box(torch.cat([a, b[None]]), radius)
 
 
-def _neighbours(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The 4-neighbours of every pixel of (C, h, w), borders replicated: up, down, left, right."""
-    p = F.pad(x[None], (1, 1, 1, 1), mode="replicate")[0]
-    return p[..., :-2, 1:-1], p[..., 2:, 1:-1], p[..., 1:-1, :-2], p[..., 1:-1, 2:]
-
-
-def _nearest(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return F.interpolate(x[None], (h, w), mode="nearest")[0]
-
-
-def _foreground_ml(image: torch.Tensor, alpha: torch.Tensor, iterations: int, regularization: float = 1e-5,
-                   gradient_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Germer et al. 2020, "Fast multi-level foreground estimation" (pymatting's ``estimate_foreground_ml``),
-    in torch: subject (F) and background (B) colours that explain the photo (alpha F + (1 - alpha) B) and are
-    smooth where alpha is, solved from 1x1 up to full size, each level started from the one below. Pixels are
-    updated in red-black order (Gauss-Seidel, as pymatting's sequential loop, but vectorised).
-    image (3, h, w) and alpha (h, w), float32 in [0, 1]; returns F, B (3, h, w)."""
-    h0, w0 = alpha.shape
-    fg_mask, bg_mask = alpha > 0.9, alpha < 0.1
-    fg = (image[:, fg_mask].mean(1) if fg_mask.any() else image.mean((1, 2)))[:, None, None]
-    bg = (image[:, bg_mask].mean(1) if bg_mask.any() else image.mean((1, 2)))[:, None, None]
-    levels = max(1, math.ceil(math.log2(max(h0, w0))))
-    for level in range(levels + 1):
-        h, w = round(h0 ** (level / levels)), round(w0 ** (level / levels))
-        img, a = _nearest(image, h, w), _nearest(alpha[None], h, w)
-        fg, bg = _nearest(fg, h, w), _nearest(bg, h, w)
-        weights = [regularization + gradient_weight * (a - n).abs() for n in _neighbours(a)]
-        total = sum(weights)
-        a00, a11, a01 = a * a + total, (1 - a) ** 2 + total, a * (1 - a)
-        det = a00 * a11 - a01 * a01
-        b00, b01, b11 = a11 / det, -a01 / det, a00 / det
-        weighted_f, weighted_b = a * img, (1 - a) * img
-        red = (torch.arange(h)[:, None] + torch.arange(w)[None]) % 2 == 0
-        for _ in range(10 if h <= 32 and w <= 32 else iterations):  # pymatting: 10 sweeps up to 32 px, then 2
-            for update in (red, ~red):
-                r0 = weighted_f + sum(k * n for k, n in zip(weights, _neighbours(fg)))
-                r1 = weighted_b + sum(k * n for k, n in zip(weights, _neighbours(bg)))
-                fg = torch.where(update, (b00 * r0 + b01 * r1).clamp_(0.0, 1.0), fg)
-                bg = torch.where(update, (b01 * r0 + b11 * r1).clamp_(0.0, 1.0), bg)
-    return fg, bg
-
-
-def _at(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear samples of a working-size (C, h, w) tensor at full-resolution pixel centres: (C, N)."""
-    height, width = size
-    x = (torch.from_numpy(cols).float() + 0.5) / width * 2 - 1
-    y = (torch.from_numpy(rows).float() + 0.5) / height * 2 - 1
-    points = torch.stack([x, y], -1)[None, None]
-    return F.grid_sample(grid[None].float(), points, mode="bilinear", padding_mode="border",
-                         align_corners=False)[0, :, 0]
-
-
 def _full_size(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
-
-
-BLOCK_PIXELS = 1 << 20  # full-size work goes a million pixels at a time: a 25 MP band never needs GBs at once
-
-
-def _blocks(mask: np.ndarray):
-    """(rows, cols) of the mask's pixels, in blocks of whole image rows."""
-    step = max(1, BLOCK_PIXELS // mask.shape[1])
-    for top in range(0, mask.shape[0], step):
-        rows, cols = np.nonzero(mask[top:top + step])
-        if rows.size:
-            yield rows + top, cols
 
 
 def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours: bool = True,
@@ -265,11 +180,11 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
             alpha = inside.view(np.uint8) * np.uint8(255)
             coefficients = None if work.scale == 1.0 else _guide_coefficients(
                 work.photo, work_alpha, settings.guide_radius, settings.guide_epsilon)
-            for rows, cols in _blocks(full_band):
+            for rows, cols in blocks(full_band):
                 if coefficients is None:
                     values = work_alpha[rows, cols]
                 else:
-                    sampled = _at(coefficients, rows, cols, size).numpy()
+                    sampled = sample_at(coefficients, rows, cols, size).numpy()
                     pixels = photo[rows, cols].astype(np.float32) / 255.0
                     values = (sampled[:3].T * pixels).sum(1) + sampled[3]
                 values = (values - settings.alpha_low) / (settings.alpha_high - settings.alpha_low)
@@ -281,40 +196,6 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
     if not want_colours:
         return alpha, photo
     return alpha, decontaminate(photo, alpha, settings)
-
-
-def decontaminate(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings | None = None) -> np.ndarray:
-    """The photo with its soft-edge pixels (0 < alpha < 255) replaced by the subject's estimated colour.
-
-    Multi-level foreground estimation runs on a copy of at most ``colour_megapixels``; at full size each soft
-    pixel solves the same two-colour system once more with its own colour and alpha, its neighbours' colours
-    taken from the working-size estimate (so detail finer than the working size comes from the photo)."""
-    settings = settings or DEFAULT_SETTINGS
-    size = alpha.shape
-    soft = (alpha > 0) & (alpha < 255)
-    if not soft.any():
-        return photo
-    work = _working(photo, np.zeros((LOW_RES, LOW_RES), np.float32),
-                    replace(settings, work_megapixels=settings.colour_megapixels))
-    h, w = work.photo.shape[:2]
-    work_alpha = (alpha if (h, w) == size else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA))
-    fg, bg = _foreground_ml(torch.from_numpy(work.photo).permute(2, 0, 1),
-                            torch.from_numpy(work_alpha.astype(np.float32) / 255.0), settings.colour_iterations)
-    estimates = torch.cat([fg, bg])
-    out = photo.copy()
-    padded = np.pad(alpha, 1, mode="edge")
-    for rows, cols in _blocks(soft):
-        sampled = _at(estimates, rows, cols, size).numpy().T
-        a = alpha[rows, cols].astype(np.float32)[:, None] / 255.0
-        # the full-size pixel's own neighbour weights (1e-5 + |alpha difference|, as in _foreground_ml)
-        total = sum(np.abs(alpha[rows, cols].astype(np.float32) - padded[rows + 1 + dy, cols + 1 + dx])
-                    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))[:, None] / 255.0 + 4e-5
-        pixels = photo[rows, cols].astype(np.float32) / 255.0
-        a00, a11, a01 = a * a + total, (1 - a) ** 2 + total, a * (1 - a)
-        r0, r1 = a * pixels + total * sampled[:, :3], (1 - a) * pixels + total * sampled[:, 3:]
-        estimate = np.clip((a11 * r0 - a01 * r1) / (a00 * a11 - a01 * a01), 0.0, 1.0)
-        out[rows, cols] = np.round(estimate * 255.0).astype(np.uint8)
-    return out
 
 
 def warm_up() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from deployments import edges
+from deployments.edge_colours import colour_pair_system
 from deployments.edges import DEFAULT_SETTINGS, cutout_edge, unknown_band, upsample_logits
 from deployments.matting import solve_alpha
 from deployments.messages import OutputOptions, SegmentResult
@@ -94,6 +95,25 @@ def test_torch_solver_agrees_with_pymatting():
                        torch.from_numpy(trimap), 1e-5, iterations=2000, tolerance=1e-9).numpy()
     assert np.abs(ours - expected).max() < 1e-5
     assert np.abs(ours - trimap)[trimap == 0.5].mean() > 0.1  # it did solve something
+
+
+def test_both_colour_solves_build_one_system():
+    """Foreground estimation (torch, per level) and the full-size pass (numpy, per soft pixel) solve the same
+    2x2 system per pixel, built by one function: its entries are what both wrote before, alike in numpy and
+    torch, and both ways of solving it (the inverse, Cramer's rule) give colours that satisfy it."""
+    rng = np.random.default_rng(3)
+    a = rng.random((64, 1), dtype=np.float32)
+    w = rng.uniform(0.01, 4.0, (64, 1)).astype(np.float32)
+    r0, r1 = rng.random((64, 3), dtype=np.float32), rng.random((64, 3), dtype=np.float32)
+    a00, a01, a11, det = colour_pair_system(a, w)
+    before = a * a + w, a * (1 - a), (1 - a) ** 2 + w
+    assert all(np.array_equal(new, old) for new, old in zip((a00, a01, a11), before))
+    assert np.array_equal(det, before[0] * before[2] - before[1] * before[1])
+    in_torch = colour_pair_system(torch.from_numpy(a), torch.from_numpy(w))
+    assert all(np.array_equal(t.numpy(), n) for t, n in zip(in_torch, (a00, a01, a11, det)))
+    fg, bg = (a11 * r0 - a01 * r1) / det, (a00 * r1 - a01 * r0) / det
+    assert np.allclose(a00 * fg + a01 * bg, r0, atol=1e-4) and np.allclose(a01 * fg + a11 * bg, r1, atol=1e-4)
+    assert np.allclose((a11 / det) * r0 + (-a01 / det) * r1, fg, atol=1e-5)
 
 
 def test_metrics_on_known_cases():

@@ -29,6 +29,7 @@ REPORT_SEEDS = tuple(range(0, 12))
 # Megapixels 1 to 12, landscape and portrait; seed i of either half gets SIZES[i].
 SIZES = ((1152, 864), (864, 1152), (1632, 1224), (1224, 1632), (1920, 1080), (2304, 1728), (1728, 2304),
          (2560, 1600), (1152, 864), (1632, 1224), (3264, 2448), (4000, 3000))
+QUICK_SIZES = ((1152, 864), (864, 1152))  # 1 MP, landscape and portrait: `--quick`, `--small`, the grid
 BACKGROUNDS = ("studio", "cluttered")
 
 
