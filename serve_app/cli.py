@@ -2,7 +2,7 @@
 
   bgremove serve                       run the service locally (blocks)
   bgremove cut photo.jpg --point 120,340 -o cutout.png
-  bgremove batch photos/ -o cutouts/   a folder, glob or manifest as one Ray Data job (serve_app/batch.py)
+  bgremove batch photos/ -o cutouts/   a folder, glob or manifest as one Ray Data job (serve_app/batch/)
   bgremove weights download --model tiny | bgremove weights list
   bgremove bench [SCENARIO] --model tiny      JSON: first / repeat clicks, throughput, baseline, ...
   bgremove edge-quality [--quick]      JSON: edge colours and refinement vs plain upsampling (synthetic)

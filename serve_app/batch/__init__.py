@@ -16,7 +16,6 @@ from .inputs import OUTPUT_OPTIONS, Job, JobError, Photo, default_box, list_inpu
 from .outputs import ERRORS_FILE, Summary
 from .runner import plan, run, start_local_ray
 
-_start_local_ray = start_local_ray  # the name serve_app/bench_batch.py calls until it uses start_local_ray
 
 __all__ = ["ERRORS_FILE", "OUTPUT_OPTIONS", "Job", "JobError", "Photo", "Summary", "default_box", "list_inputs",
            "plan", "run", "start_local_ray"]

@@ -1,4 +1,4 @@
-"""``bgremove bench batch`` (``--batch``): the Ray Data job (serve_app/batch.py) against a plain serial loop
+"""``bgremove bench batch`` (``--batch``): the Ray Data job (serve_app/batch/) against a plain serial loop
 over ``serve_app.local.remove`` on the same photos, in the same run; and ``bgremove bench batch-memory N``
 (``--batch-memory N``): one job over N small photos that reports the driver's and every worker's resident memory
 at the end.
@@ -66,7 +66,7 @@ def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
         remove(jpeg(640, 480, seed=args.seed + 10_000), points=[[320, 240]], **model_args)  # imports, kernels
         report["loop_before"] = _loop(folder, rows, model_args)
         if not ray.is_initialized():
-            batch_job._start_local_ray()
+            batch_job.start_local_ray()
         job = batch_job.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
                         batch_size=args.batch_size, progress=False)
         summary = batch_job.run(job)
@@ -92,7 +92,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
         folder.mkdir()
         _write_set(folder, f"320x240:{args.batch_memory}", args.seed)
         if not ray.is_initialized():
-            batch_job._start_local_ray()
+            batch_job.start_local_ray()
         job = batch_job.Job(str(folder / "set.jsonl"), str(Path(tmp) / "out"), args=AppArgs(**model_args),
                         batch_size=args.batch_size, progress=False)
         summary = batch_job.run(job)
