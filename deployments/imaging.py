@@ -71,7 +71,7 @@ def check_image_id(image_id: str) -> str:
     return image_id
 
 
-def decode(data: bytes, limits: IngressLimits) -> DecodedImage:
+def decode_image(data: bytes, limits: IngressLimits) -> DecodedImage:
     if not data:
         raise errors.bad_request("empty_image", "the `image` field is empty; attach a photo file")
     if len(data) > limits.max_upload_bytes:

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from deployments.imaging import decode
+from deployments.imaging import decode_image
 from deployments.messages import OutputOptions, Prompt, SegmentResult
 from deployments.output_options import parse_output_options
 from deployments.prompts import parse_model_prompt
@@ -212,7 +212,7 @@ def _read(photo: Photo, limits: IngressLimits) -> bytes:
 def prepare(photo: Photo, limits: IngressLimits) -> tuple[Prepared, np.ndarray, np.ndarray | None]:
     """What the ingress does with an upload: decode (EXIF-oriented, any mode to RGB, limits), check the prompt
     against the photo and map it onto the model copy. No prompt: the default box."""
-    decoded = decode(_read(photo, limits), limits)
+    decoded = decode_image(_read(photo, limits), limits)
     box = photo.box
     if not photo.points and photo.box is None:
         box = default_box(decoded.width, decoded.height)

@@ -31,7 +31,7 @@ class LocalStages:
         self.postprocessor = Postprocessor(args.postprocess())
         self.store = ImageStore(args.image_store())
 
-    def share(self, array: np.ndarray) -> ImageRef:
+    def put_pixels(self, array: np.ndarray) -> ImageRef:
         return ImageRef.local(array)
 
     async def segment(self, request):
@@ -43,17 +43,17 @@ class LocalStages:
         alpha = source_alpha.get() if source_alpha is not None else None
         return await asyncio.to_thread(self.postprocessor.render, result, image.get(), options, alpha)
 
-    async def warm(self, image_id, image) -> bool:
+    async def cache_embedding(self, image_id, image) -> bool:
         if image_id in self.segmenter.cache:
             return True
         embedding = (await asyncio.to_thread(self.segmenter.encode, [image.get()]))[0]
         self.segmenter.cache.put(image_id, embedding)
         return False
 
-    async def remember(self, record: StoredImage) -> bool:
+    async def store_image(self, record: StoredImage) -> bool:
         return self.store.put(record)
 
-    async def recall(self, image_id):
+    async def fetch_image(self, image_id):
         return self.store.get(image_id)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.imaging import decode, image_id_of, model_copy
+from deployments.imaging import decode_image as decode, image_id_of, model_copy
 from deployments.settings import IngressLimits
 from deployments.errors import ApiError
 
