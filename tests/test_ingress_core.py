@@ -265,3 +265,16 @@ def test_the_http_answer_names_no_image_id_when_there_is_none():
     assert "x-image-id" not in answer("").headers
     assert answer(IMG).headers["x-image-id"] == IMG
 
+
+@pytest.mark.parametrize("route", ["cutout", "upload"])
+def test_an_image_over_the_byte_limit_is_refused_by_decoding(route):
+    """The HTTP layer reads at most one byte past the limit; decoding is the one place that refuses the file."""
+    from images import jpeg
+
+    data = jpeg(64, 48, seed=7)
+    core = IngressCore(RecordingStages(), IngressLimits(max_upload_bytes=len(data) - 1))
+    call = core.cutout(image=data, points=[[5, 5]]) if route == "cutout" else core.upload(data)
+    with pytest.raises(errors.ApiError) as caught:
+        asyncio.run(call)
+    assert caught.value.status == 413 and caught.value.code == "file_too_large"
+    assert f"{(len(data) - 1) / 1e6:.0f} MB limit" in caught.value.message
