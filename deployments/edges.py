@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .edge_colours import decontaminate
 from .edge_grid import blocks, downsample, sample_at
 from .edge_settings import DEFAULT_SETTINGS, EdgeSettings
+from .geometry import subject_box
 from .matting import solve_alpha
 
 __all__ = ["DEFAULT_SETTINGS", "EdgeSettings", "cutout_edge", "decontaminate", "soft_alpha", "unknown_band",
@@ -91,16 +92,6 @@ def unknown_band(logits: np.ndarray, cell: tuple[float, float], settings: EdgeSe
     return cv2.dilate(unsure, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1))).astype(bool)
 
 
-def _bounding_slices(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
-            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
-
-
 def _solve(photo: np.ndarray, known: np.ndarray, start: np.ndarray, settings: EdgeSettings) -> np.ndarray:
     """Closed-form (or another pymatting method's) alpha of the unknown pixels; float32 (h, w)."""
     if settings.solver == "torch":
@@ -123,7 +114,8 @@ def _matte(work: _Working, settings: EdgeSettings) -> tuple[np.ndarray, np.ndarr
     inside = work.logits > 0
     if not band.any() or not (inside & ~band).any() or not (~inside & ~band).any():
         return None  # matting needs known foreground and background to start from
-    box = _bounding_slices(band, 2)
+    x0, y0, x1, y1 = subject_box(band, 2)
+    box = (slice(y0, y1), slice(x0, x1))
     start = np.clip(0.5 + work.logits * (ALPHA_PER_LOGIT / 255.0), 0.0, 1.0)
     start[~band] = inside[~band]
     alpha = start.copy()

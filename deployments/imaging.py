@@ -40,11 +40,6 @@ class DecodedImage:
     def height(self) -> int:
         return self.rgb.shape[0]
 
-    @property
-    def model_scale(self) -> tuple[float, float]:
-        """Factors that map full-size pixel coordinates onto the model copy (x, y)."""
-        return self.model_rgb.shape[1] / self.width, self.model_rgb.shape[0] / self.height
-
 
 def image_id_of(data: bytes) -> str:
     """Content hash of the upload: the same file always maps to the same cached embedding."""
@@ -71,12 +66,14 @@ def check_image_id(image_id: str) -> str:
     return image_id
 
 
-def decode(data: bytes, limits: IngressLimits) -> DecodedImage:
+def decode_image(data: bytes, limits: IngressLimits) -> DecodedImage:
+    """Checks the upload's bytes and pixels against ``limits`` (the one place that does): a reader need hand over no
+    more than ``max_upload_bytes + 1`` bytes."""
     if not data:
         raise errors.bad_request("empty_image", "the `image` field is empty; attach a photo file")
     if len(data) > limits.max_upload_bytes:
-        raise errors.too_large("file_too_large", f"the image is {len(data) / 1e6:.1f} MB; the limit is "
-                               f"{limits.max_upload_bytes / 1e6:.0f} MB. Send a smaller or more compressed file.")
+        raise errors.too_large("file_too_large", f"the image is larger than the {limits.max_upload_bytes / 1e6:.0f} "
+                               "MB limit; send a smaller or more compressed file")
     image = _open_checked(data, limits)
     try:
         with warnings.catch_warnings():

@@ -31,7 +31,7 @@ class LocalStages:
         self.postprocessor = Postprocessor(args.postprocess())
         self.store = ImageStore(args.image_store())
 
-    def share(self, array: np.ndarray) -> ImageRef:
+    def put_pixels(self, array: np.ndarray) -> ImageRef:
         return ImageRef.local(array)
 
     async def segment(self, request):
@@ -42,14 +42,14 @@ class LocalStages:
         alpha = source_alpha.get() if source_alpha is not None else None
         return await asyncio.to_thread(self.postprocessor.render, result, image.get(), options, alpha)
 
-    async def warm(self, image_id, image) -> bool:
+    async def cache_embedding(self, image_id, image) -> bool:
         _, hit, _ = await asyncio.to_thread(self.segmenter.embedding, image_id, image.get())
         return hit
 
-    async def remember(self, record: StoredImage) -> bool:
+    async def store_image(self, record: StoredImage) -> bool:
         return self.store.put(record)
 
-    async def recall(self, image_id):
+    async def fetch_image(self, image_id):
         return self.store.get(image_id)
 
 

@@ -25,7 +25,7 @@ class StoreOnlyStages:
     def __init__(self, record: StoredImage | None):
         self.record, self.recalls = record, 0
 
-    def share(self, array):
+    def put_pixels(self, array):
         return ImageRef.local(array)
 
     async def segment(self, request):
@@ -35,7 +35,7 @@ class StoreOnlyStages:
         request = await seg
         return Cutout(data=b"png", media_type="image/png", width=8, height=6, score=1.0, image_id=request.image_id)
 
-    async def recall(self, image_id):
+    async def fetch_image(self, image_id):
         self.recalls += 1
         return self.record if self.record and self.record.image_id == image_id else None
 
@@ -82,7 +82,7 @@ class RecordingStages:
     def __init__(self):
         self.records, self.embedding_ids = {}, []
 
-    def share(self, array):
+    def put_pixels(self, array):
         return ImageRef.local(array)
 
     async def segment(self, request):
@@ -94,15 +94,15 @@ class RecordingStages:
         return Cutout(data=b"png", media_type="image/png", width=8, height=6, score=1.0, image_id=request.image_id,
                       cache_hit=True, timings_ms={"embed": 900.0, "fetch": 3.0, "mask": 20.0})
 
-    async def warm(self, image_id, image):
+    async def cache_embedding(self, image_id, image):
         self.embedding_ids.append(image_id)
         return True
 
-    async def remember(self, record):
+    async def store_image(self, record):
         self.records[record.image_id] = record
         return True
 
-    async def recall(self, image_id):
+    async def fetch_image(self, image_id):
         return self.records.get(image_id)
 
 
@@ -153,7 +153,7 @@ def test_at_most_max_concurrent_decodes_run_at_once_even_when_callers_give_up(mo
     import threading
     import time as clock
 
-    from deployments import ingress
+    from deployments.ingress import core as ingress
     from images import jpeg
 
     running, peak, lock = [0], [0], threading.Lock()
@@ -167,8 +167,8 @@ def test_at_most_max_concurrent_decodes_run_at_once_even_when_callers_give_up(mo
             running[0] -= 1
         return real_decode(data, limits)
 
-    real_decode = ingress.decode
-    monkeypatch.setattr(ingress, "decode", slow_decode)
+    real_decode = ingress.decode_image
+    monkeypatch.setattr(ingress, "decode_image", slow_decode)
     core = IngressCore(RecordingStages(), IngressLimits(max_concurrent_decodes=2))
 
     async def burst():
@@ -201,15 +201,15 @@ class SlowModelStages(RecordingStages):
         self.clock.now += 0.75 * self.ttl_s
         return await super().render(seg, image, options, source_alpha)
 
-    async def warm(self, image_id, image):
+    async def cache_embedding(self, image_id, image):
         await asyncio.sleep(0.05)
         self.clock.now += 0.75 * self.ttl_s
         return True
 
-    async def remember(self, record):
+    async def store_image(self, record):
         return self.store.put(record)
 
-    async def recall(self, image_id):
+    async def fetch_image(self, image_id):
         return self.store.get(image_id)
 
 
@@ -242,7 +242,7 @@ def test_a_photo_the_store_did_not_keep_gets_no_id(store_answer):
     from images import jpeg
 
     class NotKeeping(RecordingStages):
-        async def remember(self, record):
+        async def store_image(self, record):
             if store_answer == "failed":
                 raise RuntimeError("image store replica died")
             return False
@@ -264,3 +264,17 @@ def test_the_http_answer_names_no_image_id_when_there_is_none():
 
     assert "x-image-id" not in answer("").headers
     assert answer(IMG).headers["x-image-id"] == IMG
+
+
+@pytest.mark.parametrize("route", ["cutout", "upload"])
+def test_an_image_over_the_byte_limit_is_refused_by_decoding(route):
+    """The HTTP layer reads at most one byte past the limit; decoding is the one place that refuses the file."""
+    from images import jpeg
+
+    data = jpeg(64, 48, seed=7)
+    core = IngressCore(RecordingStages(), IngressLimits(max_upload_bytes=len(data) - 1))
+    call = core.cutout(image=data, points=[[5, 5]]) if route == "cutout" else core.upload(data)
+    with pytest.raises(errors.ApiError) as caught:
+        asyncio.run(call)
+    assert caught.value.status == 413 and caught.value.code == "file_too_large"
+    assert f"{(len(data) - 1) / 1e6:.0f} MB limit" in caught.value.message

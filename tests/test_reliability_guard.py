@@ -11,8 +11,9 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments import http_guard
+from deployments import http_errors, http_guard
 from deployments import errors
 from serve_app.config import AppArgs
 from deployments.settings import GuardConfig
@@ -30,9 +31,9 @@ def make_app(config: GuardConfig, state: dict | None = None) -> FastAPI:
     state = state if state is not None else {}
     app = FastAPI(dependencies=[Depends(http_guard.reject_repeated_fields)])
     app.add_middleware(http_guard.RequestGuard, config=config)
-    app.add_exception_handler(errors.ApiError, lambda _, exc: http_guard.error_response(exc))
-    app.add_exception_handler(http_guard.StarletteHTTPException, http_guard._http_error)
-    app.add_exception_handler(Exception, http_guard._unexpected_error)
+    app.add_exception_handler(errors.ApiError, lambda _, exc: http_errors.error_response(exc))
+    app.add_exception_handler(StarletteHTTPException, http_errors.http_error)
+    app.add_exception_handler(Exception, http_errors.unexpected_error)
 
     @app.post("/v1/cutout")
     async def cutout(image: UploadFile = File(...), points: str = Form(...)):
@@ -313,3 +314,22 @@ async def test_the_guard_tells_the_routes_which_key_a_request_carried():
     assert answer.json()["key"] == hashlib.sha256(KEY.encode()).hexdigest()
     async with client(app_with(GuardConfig())) as c:  # no keys: no owner, uploads stay unscoped
         assert (await c.post("/v1/whoami", data={"points": "1"})).json()["key"] == ""
+
+
+async def test_the_policies_refuse_in_their_stated_order():
+    """CORS outermost (a refusal still carries its headers), then keys, body size, the in-flight gate."""
+    state = {}
+    origin = "https://editor.example"
+    config = keyed(cors_origins=(origin,), max_body_bytes=100, max_inflight=1)
+    async with client(make_app(config, state)) as c:
+        authorized = {"Authorization": f"Bearer {KEY}"}
+        slow = asyncio.create_task(c.post("/v1/slow", data={"points": "1.0"}, headers=authorized))
+        while not state.get("started"):
+            await asyncio.sleep(0.01)
+        big = {"files": {"image": ("p.jpg", b"x" * 1000, "image/jpeg")}}
+        no_key = await c.post("/v1/cutout", **big, headers={"Origin": origin})
+        assert_error(no_key, 401, "missing_api_key")
+        assert no_key.headers["access-control-allow-origin"] == origin
+        assert_error(await c.post("/v1/cutout", **big, headers=authorized), 413, "request_too_large")
+        assert_error(await c.post("/v1/cutout", data={"points": "1"}, headers=authorized), 503, "overloaded")
+        assert (await slow).status_code == 200

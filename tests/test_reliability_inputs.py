@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.imaging import decode
+from deployments.imaging import decode_image as decode
 from deployments.settings import IngressLimits
 from deployments.errors import ApiError
 

@@ -44,7 +44,7 @@ class SegmenterDeployment:
         self.metrics.request(hit, timings, self.segmenter.cache.stats(), self.segmenter.gpu_memory_bytes())
         return SegmentResult(request.image_id, logits, scores, hit, timings)
 
-    async def prepare_embedding(self, image_id: str, image: ImageRef) -> bool:
+    async def cache_embedding(self, image_id: str, image: ImageRef) -> bool:
         """Computes and caches an image's embedding ahead of its first click; returns whether it was cached."""
         _, hit, _ = await self.embeddings.get(image_id, image)
         return hit

@@ -1,7 +1,7 @@
 """Catalogue jobs: a folder, a glob or a JSONL manifest of photos cut out as one Ray Data job.
 
 ``run(Job(...))`` (and ``bgremove batch INPUT -o OUTPUT``) streams the photos through the service's own stage
-code: ``imaging.decode`` and ``prompts.parse_model_prompt`` on CPU tasks, ``Segmenter.encode`` / ``predict`` in
+code: ``imaging.decode_image`` and ``prompts.parse_model_prompt`` on CPU tasks, ``Segmenter.encode`` / ``predict`` in
 an actor pool (the model loaded once per actor, batches of ``batch_size``), ``Postprocessor.render`` on CPU
 tasks that write each cut-out as it comes (temp name, then rename: a killed job leaves no half file). Every
 input ends as one output file or one row of ``OUTPUT/errors.jsonl`` (``path``, ``status``, ``code``,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from deployments import errors
-from deployments.imaging import decode
+from deployments.imaging import decode_image
 from deployments.messages import OutputOptions, Prompt, SegmentResult
 from deployments.prompts import parse_model_prompt
 from deployments.settings import IngressLimits, PostprocessConfig, SegmenterConfig
@@ -36,7 +36,7 @@ def _read(photo: Photo, limits: IngressLimits) -> bytes:
     filesys, path = filesystem(photo.source)
     try:
         with filesys.open_input_stream(path) as stream:
-            return stream.read(limits.max_upload_bytes + 1)  # decode() refuses more; never read an unbounded file
+            return stream.read(limits.max_upload_bytes + 1)  # decode_image() refuses more; never read an unbounded file
     except FileNotFoundError as exc:
         raise errors.bad_request("file_not_found", f"{photo.path} does not exist") from exc
 
@@ -44,7 +44,7 @@ def _read(photo: Photo, limits: IngressLimits) -> bytes:
 def prepare(photo: Photo, limits: IngressLimits) -> tuple[Prepared, np.ndarray, np.ndarray | None]:
     """What the ingress does with an upload: decode (EXIF-oriented, any mode to RGB, limits), check the prompt
     against the photo and map it onto the model copy. No prompt: the default box."""
-    decoded = decode(_read(photo, limits), limits)
+    decoded = decode_image(_read(photo, limits), limits)
     box = photo.box
     if not photo.points and photo.box is None:
         box = default_box(decoded.width, decoded.height)
