@@ -8,7 +8,6 @@ Screenshots land in test-artifacts/ (gitignored) for a person to look at.
 
 from __future__ import annotations
 
-import io
 import shutil
 from pathlib import Path
 
