@@ -56,7 +56,7 @@ class IngressLimits(_Frozen):
 
 
 class GuardConfig(_Frozen):
-    """The HTTP front door's access and overload rules (deployments/http_guard.py)."""
+    """The HTTP front door's access and overload rules (deployments/http_guard/)."""
 
     # SHA-256 hex digests of the accepted API keys; empty: no key needed. Only digests travel to the replicas.
     api_key_sha256: tuple[str, ...] = ()

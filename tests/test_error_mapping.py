@@ -1,4 +1,4 @@
-"""What a failed downstream call becomes for the client (deployments/ingress.py: as_api_error)."""
+"""What a failed downstream call becomes for the client (deployments/ingress/routes.py: as_api_error)."""
 
 from ray.exceptions import ActorDiedError, ObjectLostError, RayTaskError
 from ray.serve.exceptions import RayServeException

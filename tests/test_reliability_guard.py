@@ -1,4 +1,4 @@
-"""The ingress's front door (deployments/http_guard.py) without Ray: an ASGI app in front of which it stands,
+"""The ingress's front door (deployments/http_guard/) without Ray: an ASGI app in front of which it stands,
 driven over httpx's ASGI transport. API keys, CORS, request-size limits, the overload gate, the deadline, and
 the JSON error body for what Starlette refuses by itself."""
 
