@@ -83,21 +83,21 @@ class ImageStoreDeployment:
         self.store = ImageStore(config)
         self.metrics = ImageStoreMetrics()
 
-    def put(self, image_id: str, full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None = None,
+    def put(self, image_id: str, full: np.ndarray, model_image: np.ndarray, alpha: np.ndarray | None = None,
             content_id: str = "", owner: str = "") -> bool:
-        # The id is a content hash (scoped to the key, with keys): a repeat upload holds the same pixels. Keeping the record (its time to live
-        # renewed) rather than replacing it also keeps its objects alive: clicks in flight may hold references
-        # to them, which Ray's reference counting does not see through Serve responses.
+        # The id is a content hash (scoped to the key, with keys): a repeat upload holds the same pixels. Keeping
+        # the record (its time to live renewed) rather than replacing it also keeps its objects alive: clicks in
+        # flight may hold references to them, which Ray's reference counting does not see through Serve responses.
         if self.store.get(image_id) is not None:
             return True
         # Small images are their own model copy: one object serves both.
-        model = full if model.shape == full.shape else model
+        model_image = full if model_image.shape == full.shape else model_image
         full_ref = ImageRef.put(full)
-        model_ref = full_ref if model is full else ImageRef.put(model)
+        model_ref = full_ref if model_image is full else ImageRef.put(model_image)
         alpha_ref = ImageRef.put(alpha) if alpha is not None else None
-        nbytes = StoredImage.size_of(full, model, alpha)
-        kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref, nbytes,
-                                          content_id, owner))
+        nbytes = StoredImage.size_of(full, model_image, alpha)
+        kept = self.store.put(StoredImage(image_id, full.shape[1], full.shape[0], full_ref, model_ref, alpha_ref,
+                                          nbytes, content_id, owner))
         self.metrics.update(self.store.stats())
         return kept
 

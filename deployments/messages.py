@@ -66,6 +66,11 @@ class ImageRef:
             return self._array
         return await self._ref
 
+    @property
+    def object_ref(self):
+        """The ObjectRef in a Ray graph (a top-level argument to a handle call makes Ray hand over the array)."""
+        return self._ref
+
     def get(self) -> np.ndarray:
         if self._array is not None:
             return self._array
@@ -137,7 +142,7 @@ class StoredImage:
     width: int
     height: int
     full: ImageRef  # (H, W, 3) uint8, EXIF-oriented
-    model: ImageRef  # model-size copy
+    model_image: ImageRef  # the model-size copy (the same ref as full when the photo is small)
     alpha: ImageRef | None = None  # the upload's own transparency, if it had any
     nbytes: int = 0
     # The content hash the segmenter caches the embedding under (shared by every key); "" means image_id itself,
@@ -150,6 +155,6 @@ class StoredImage:
         return self.content_id or self.image_id
 
     @staticmethod
-    def size_of(full: np.ndarray, model: np.ndarray, alpha: np.ndarray | None) -> int:
+    def size_of(full: np.ndarray, model_image: np.ndarray, alpha: np.ndarray | None) -> int:
         """Bytes a record pins: a small image is its own model copy, so that copy is counted once."""
-        return full.nbytes + (0 if model is full else model.nbytes) + (0 if alpha is None else alpha.nbytes)
+        return full.nbytes + (0 if model_image is full else model_image.nbytes) + (0 if alpha is None else alpha.nbytes)

@@ -86,7 +86,7 @@ class IngressCore:
         start = time.perf_counter()
         stored = await self._decode_and_put(data, owner)
         kept, _ = await asyncio.gather(self.stages.store_image(stored),
-                                       self.stages.cache_embedding(stored.embedding_id, stored.model))
+                                       self.stages.cache_embedding(stored.embedding_id, stored.model_image))
         if not kept:
             raise errors.too_large("image_store_full", "the image is larger than the image store keeps for one "
                                    f"{'API key' if owner else 'server'}; send it with each /v1/cutout request instead")
@@ -114,7 +114,7 @@ class IngressCore:
         model_prompt = parse_model_prompt(points, labels, box, source.width, source.height, source.model.shape,
                                           self.limits.max_points)
         check_output_size(options, source.width, source.height)
-        seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model, model_prompt))
+        seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model_image, model_prompt))
         cutout = await self.stages.render(seg, source.full, options, source.alpha)
         image_id = source.image_id
         if storing is not None:

@@ -33,9 +33,9 @@ class RayStages:
         return self.segmenter.options(session_id=image_id).cache_embedding.remote(image_id, image)
 
     def store_image(self, record):
-        alpha = record.alpha._ref if record.alpha is not None else None
-        return self.image_store.put.remote(record.image_id, record.full._ref, record.model._ref, alpha,
-                                           content_id=record.embedding_id, owner=record.owner)
+        alpha = record.alpha.object_ref if record.alpha is not None else None
+        return self.image_store.put.remote(record.image_id, record.full.object_ref, record.model_image.object_ref,
+                                           alpha, content_id=record.embedding_id, owner=record.owner)
 
     def fetch_image(self, image_id):
         return self.image_store.get.remote(image_id)
