@@ -111,7 +111,7 @@ class IngressCore:
             raise errors.bad_request("missing_image", "send the photo as `image`, or the `image_id` that "
                                      "POST /v1/images returned")
 
-        model_prompt = parse_model_prompt(points, labels, box, source.width, source.height, source.model.shape,
+        model_prompt = parse_model_prompt(points, labels, box, source.width, source.height, source.model_image.shape,
                                           self.limits.max_points)
         check_output_size(options, source.width, source.height)
         seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model_image, model_prompt))
