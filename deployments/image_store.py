@@ -47,7 +47,8 @@ class ImageStore:
 
     def get(self, image_id: str) -> StoredImage | None:
         """The record, its time to live renewed (each click keeps an image alive); None if unknown or expired."""
-        return self._records.get(image_id)
+        with self._lock:  # a read may expire records, which changes owner_bytes: under the same lock as put
+            return self._records.get(image_id)
 
     def __contains__(self, image_id: str) -> bool:
         return self.get(image_id) is not None
