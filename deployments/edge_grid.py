@@ -13,12 +13,16 @@ import torch.nn.functional as F
 BLOCK_PIXELS = 1 << 20  # full-size work goes a million pixels at a time: a 25 MP band never needs GBs at once
 
 
-def downsample(photo: np.ndarray, megapixels: float) -> np.ndarray:
-    """The photo at no more than ``megapixels`` (area-averaged, at least 8 pixels a side), float32 in [0, 1]."""
-    height, width = photo.shape[:2]
+def working_size(height: int, width: int, megapixels: float) -> tuple[int, int]:
+    """(h, w) of a copy of at most ``megapixels`` with the photo's aspect (at least 8 pixels a side)."""
     scale = min(1.0, math.sqrt(megapixels * 1e6 / (height * width)))
-    h, w = max(8, round(height * scale)), max(8, round(width * scale))
-    small = photo if (h, w) == (height, width) else cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
+def downsample(photo: np.ndarray, megapixels: float, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The photo at no more than ``megapixels`` (or at ``size``), area-averaged, float32 in [0, 1]."""
+    h, w = size or working_size(*photo.shape[:2], megapixels)
+    small = photo if (h, w) == photo.shape[:2] else cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) / 255.0
 
 

@@ -19,6 +19,8 @@ class EdgeSettings:
     alpha_low: float = 0.03  # levels on the refined matte: at or below alpha_low is background, at or above
     alpha_high: float = 0.92  # alpha_high subject (the matte's faint haze costs composite error on a new colour)
     colour_megapixels: float = 0.25  # colour estimation's own working size
+    colour_band_pixels: int = 40_000  # colour estimation's working pixels near the edge: a mask soft almost
+    # everywhere (SAM unsure of the whole photo) is estimated on a smaller copy instead of costing the photo
     colour_iterations: int = 2  # foreground estimation's sweeps per level above 32 px (pymatting's default)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
     solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"

@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from deployments import edges
+from deployments import edge_colours
 from deployments.edge_colours import colour_pair_system
+from deployments.edge_colour_kernels import finish_soft_pixels
+from deployments.edge_grid import sample_at
 from deployments.edges import DEFAULT_SETTINGS, cutout_edge, unknown_band, upsample_logits
 from deployments.matting import solve_alpha
 from deployments.messages import OutputOptions, SegmentResult
@@ -97,23 +100,72 @@ def test_torch_solver_agrees_with_pymatting():
     assert np.abs(ours - trimap)[trimap == 0.5].mean() > 0.1  # it did solve something
 
 
-def test_both_colour_solves_build_one_system():
-    """Foreground estimation (torch, per level) and the full-size pass (numpy, per soft pixel) solve the same
-    2x2 system per pixel, built by one function: its entries are what both wrote before, alike in numpy and
-    torch, and both ways of solving it (the inverse, Cramer's rule) give colours that satisfy it."""
+def _soft_alpha_image(rng, shape):
+    """An 8-bit alpha with a disc's soft ring, some fully in and out pixels, and a few odd soft specks."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    r = np.hypot(yy - shape[0] / 2, xx - shape[1] / 2)
+    alpha = np.clip((shape[0] / 3 - r) * 40 + 128, 0, 255).astype(np.uint8)
+    specks = rng.random(shape) < 0.01
+    alpha[specks] = rng.integers(1, 255, specks.sum())
+    return alpha
+
+
+def test_full_size_colours_solve_the_two_colour_system():
+    """The compiled full-size step gives each soft pixel F of the 2x2 system that ``colour_pair_system`` builds
+    (its own colour and alpha, its 4-neighbours' weights, the working estimate sampled at the pixel's centre),
+    to within one 8-bit level; sure pixels keep the photo's colour."""
     rng = np.random.default_rng(3)
-    a = rng.random((64, 1), dtype=np.float32)
-    w = rng.uniform(0.01, 4.0, (64, 1)).astype(np.float32)
-    r0, r1 = rng.random((64, 3), dtype=np.float32), rng.random((64, 3), dtype=np.float32)
-    a00, a01, a11, det = colour_pair_system(a, w)
-    before = a * a + w, a * (1 - a), (1 - a) ** 2 + w
-    assert all(np.array_equal(new, old) for new, old in zip((a00, a01, a11), before))
-    assert np.array_equal(det, before[0] * before[2] - before[1] * before[1])
-    in_torch = colour_pair_system(torch.from_numpy(a), torch.from_numpy(w))
-    assert all(np.array_equal(t.numpy(), n) for t, n in zip(in_torch, (a00, a01, a11, det)))
-    fg, bg = (a11 * r0 - a01 * r1) / det, (a00 * r1 - a01 * r0) / det
-    assert np.allclose(a00 * fg + a01 * bg, r0, atol=1e-4) and np.allclose(a01 * fg + a11 * bg, r1, atol=1e-4)
-    assert np.allclose((a11 / det) * r0 + (-a01 / det) * r1, fg, atol=1e-5)
+    photo = rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)
+    alpha = _soft_alpha_image(rng, (61, 83))
+    estimates = rng.random((17, 23, 6), dtype=np.float32)
+    colours = photo.copy()
+    finish_soft_pixels(photo, alpha, estimates, colours, 0, alpha.shape[0])
+    soft = (alpha > 0) & (alpha < 255)
+    rows, cols = np.nonzero(soft)
+    sampled = sample_at(torch.from_numpy(estimates).permute(2, 0, 1), rows, cols, alpha.shape).numpy().T
+    padded = np.pad(alpha, 1, mode="edge").astype(np.float32)
+    a = alpha[rows, cols].astype(np.float32)[:, None]
+    w = sum(np.abs(a[:, 0] - padded[rows + 1 + dy, cols + 1 + dx])
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))[:, None] / 255.0 + 4e-5
+    a = a / 255.0
+    pixels = photo[rows, cols].astype(np.float32) / 255.0
+    _, a01, a11, det = colour_pair_system(a, w)
+    r0, r1 = a * pixels + w * sampled[:, :3], (1 - a) * pixels + w * sampled[:, 3:]
+    expected = np.round(np.clip((a11 * r0 - a01 * r1) / det, 0, 1) * 255)
+    assert np.abs(colours[rows, cols].astype(int) - expected).max() <= 1
+    assert np.array_equal(colours[~soft], photo[~soft])
+
+
+def test_foreground_sweeps_near_the_edge_equal_sweeps_everywhere(sample):
+    """Each level's sweeps visit only the pixels within their reach of a soft one: the soft pixels' colours are
+    the same as when every pixel is swept (the other pixels cannot reach them), at a fraction of the work."""
+    alpha, _ = cutout_edge(sample.rgb, sample.logits, False, colours=False)
+    work, work_alpha = edge_colours.working_copy(sample.rgb, alpha, DEFAULT_SETTINGS)
+    near = edge_colours.foreground_ml(work, work_alpha, DEFAULT_SETTINGS.colour_iterations)
+    everywhere = edge_colours.foreground_ml(work, work_alpha, DEFAULT_SETTINGS.colour_iterations, everywhere=True)
+    soft = (work_alpha > 0) & (work_alpha < 255)
+    assert soft.mean() < 0.1 and np.abs(near[soft] - everywhere[soft]).max() < 1e-5
+    assert not np.allclose(near, everywhere)  # the far pixels really were left alone
+
+
+def test_colour_cost_follows_the_edge_even_when_sam_is_unsure_everywhere():
+    """Random logits near 0 (what random weights give) make the whole photo soft: the working copy shrinks until
+    the band it sweeps holds at most ``colour_band_pixels``; every soft pixel still gets an estimated colour,
+    the same whether the full-size step runs in one part or split across threads; alpha is untouched."""
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    alpha = edges.soft_alpha(upsample_logits(rng.normal(0, 0.15, (256, 256)).astype(np.float32), 600, 800))
+    assert ((alpha > 0) & (alpha < 255)).all()
+    settings = DEFAULT_SETTINGS
+    work, work_alpha = edge_colours.working_copy(photo, alpha, settings)
+    assert work.shape[:2] == work_alpha.shape
+    band = edge_colours.near_edge(work_alpha, edge_colours.reach(settings.colour_iterations) + 1)
+    assert band.sum() <= settings.colour_band_pixels < alpha.size
+    colours = edge_colours.decontaminate(photo, alpha, settings)
+    assert (colours != photo).any(-1).mean() > 0.5
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(edge_colours, "FINISH_PIXELS_PER_THREAD", 10**9)
+        assert np.array_equal(edge_colours.decontaminate(photo, alpha, settings), colours)
 
 
 def test_metrics_on_known_cases():
