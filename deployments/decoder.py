@@ -4,7 +4,8 @@ On every click sam2's ``MaskDecoder`` copies the positional encoding, adds the (
 the image embedding, and in the first two-way attention layer adds the positional encoding to the 4,096 image
 tokens and projects them to keys, values and queries. None of that depends on the clicks: here it is
 ``prepare``d once per image and ``decode`` runs the rest, calling the same modules with the same operations in
-the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks).
+the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks). The
+upscaling's transposed convolutions run as matrix products (``_upscale``): the same sums, faster on the CPU.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def decode(model, prepared: PreparedImage, image_pe: torch.Tensor, sparse: torch
     else:
         dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
         feat_s0, feat_s1 = prepared.high_res
-        upscaled_embedding = act1(ln1(dc1(src) + feat_s1))
-        upscaled_embedding = act2(dc2(upscaled_embedding) + feat_s0)
+        upscaled_embedding = act1(ln1(_upscale(dc1, src) + feat_s1))
+        upscaled_embedding = act2(_upscale(dc2, upscaled_embedding) + feat_s0)
     hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
                             for i in range(decoder.num_mask_tokens)], dim=1)
     b, c, h, w = upscaled_embedding.shape
@@ -78,6 +79,19 @@ def decode(model, prepared: PreparedImage, image_pe: torch.Tensor, sparse: torch
     if decoder.dynamic_multimask_via_stability:
         return decoder._dynamic_multimask_via_stability(masks, iou_pred)
     return masks[:, 0:1, :, :], iou_pred[:, 0:1]
+
+
+def _upscale(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for the decoder's 2x2, stride-2 transposed convolutions, as one matrix product and a pixel
+    shuffle: each input pixel writes its own 2x2 block, so these are the same sums (bit for bit on the CPU,
+    tests/test_segmenter.py), at a third to a half of the convolution kernel's time there."""
+    if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.padding != (0, 0) or conv.groups != 1:
+        return conv(x)
+    b, c_in, h, w = x.shape
+    c_out = conv.out_channels
+    blocks = x.flatten(2).transpose(1, 2) @ conv.weight.reshape(c_in, c_out * 4)  # (b, h*w, c_out*2*2)
+    blocks = blocks.view(b, h, w, c_out, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c_out, 2 * h, 2 * w)
+    return blocks + conv.bias[None, :, None, None]
 
 
 def _transformer(transformer, prepared: PreparedImage, image_pe: torch.Tensor, point_embedding: torch.Tensor):
