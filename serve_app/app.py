@@ -6,7 +6,7 @@ is named ``background_remover`` in the configs.
 
 from __future__ import annotations
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 from ray.serve.config import RequestRouterConfig
 
 from deployments.image_store import ImageStoreDeployment
@@ -27,6 +27,23 @@ SESSION_ROUTER = RequestRouterConfig(
 )
 
 
+# Serve's own settings for the graph's replicas, read from the environment when a replica's process starts: user
+# code and the handles' router on the replica's main event loop, which saves two thread hops per call. Safe because
+# no async method of a stage blocks its loop (heavy work runs on the stages' own threads). A Serve config's
+# `deployments:` entry with ray_actor_options replaces the ones given here, so configs/*.yaml also set these in the
+# application's runtime_env (tests/test_transport_graph.py checks both).
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+
+
+def with_replica_env(deployment: Deployment, options: dict) -> Deployment:
+    """``deployment.options(**options)`` with REPLICA_ENV added to its runtime_env (variables given in
+    ``options`` win). ray_actor_options in ``options`` replace the deployment's own, as in a Serve config."""
+    actor = dict(options["ray_actor_options"] if "ray_actor_options" in options else deployment.ray_actor_options or {})
+    runtime_env = actor.get("runtime_env") or {}
+    actor["runtime_env"] = {**runtime_env, "env_vars": {**REPLICA_ENV, **runtime_env.get("env_vars", {})}}
+    return deployment.options(**{**options, "ray_actor_options": actor})
+
+
 def build_app(args: AppArgs) -> Application:
     """The builder a Serve config's ``import_path`` names; deployment options come from that config."""
     return bind_graph(args)
@@ -39,9 +56,10 @@ def bind_graph(args: AppArgs | dict, deployment_options: dict[str, dict] | None 
         args = AppArgs.model_validate(args)
     args = args.with_env()
     extra = deployment_options or {}
-    segmenter = SegmenterDeployment.options(**{"request_router_config": SESSION_ROUTER, **extra.get("Segmenter", {})})
-    postprocess = PostprocessDeployment.options(**extra.get("Postprocess", {}))
-    image_store = ImageStoreDeployment.options(**extra.get("ImageStore", {}))
-    ingress = Ingress.options(**extra.get("Ingress", {}))
+    segmenter = with_replica_env(SegmenterDeployment, {"request_router_config": SESSION_ROUTER,
+                                                       **extra.get("Segmenter", {})})
+    postprocess = with_replica_env(PostprocessDeployment, extra.get("Postprocess", {}))
+    image_store = with_replica_env(ImageStoreDeployment, extra.get("ImageStore", {}))
+    ingress = with_replica_env(Ingress, extra.get("Ingress", {}))
     return ingress.bind(segmenter.bind(args.segmenter()), postprocess.bind(args.postprocess()),
                         image_store.bind(args.image_store()), args.limits(), args.guard())

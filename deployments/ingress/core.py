@@ -78,8 +78,10 @@ class IngressCore:
     async def _decode_and_put(self, data: bytes, owner: str) -> StoredImage:
         """Decoded pixels live here only until they are put (in Ray: copied to the object store), so a burst of
         large uploads holds at most max_concurrent_decodes images' worth of decoding memory in this replica."""
-        decoded = await asyncio.get_running_loop().run_in_executor(self._decoders, decode_image, data, self.limits)
-        return self._put_decoded(decoded, owner)
+        def decode_and_put() -> StoredImage:  # both on the decode thread: a put copies megabytes (ray.put)
+            return self._put_decoded(decode_image(data, self.limits), owner)
+
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, decode_and_put)
 
     async def upload(self, data: bytes, owner: str = "") -> StoredImage:
         """Stores an image for later clicks and computes its embedding ahead of them (POST /v1/images)."""
