@@ -39,7 +39,7 @@ test-containers:
 	bash scripts/container_check.sh
 
 bench: $(STAMP)
-	$(BIN)/bgremove bench --model tiny
+	$(BIN)/bgremove bench --overhead --model tiny
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -192,10 +192,16 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
 
 def warm_up() -> None:
     """Run both paths once on a tiny photo, so that the first request pays no one-time cost (torch kernels'
-    first dispatch, cv2's thread pool; pymatting's numba kernels when a pymatting solver is configured)."""
+    first dispatch, cv2's thread pool, the colour kernels' numba compile; pymatting's numba kernels when a
+    pymatting solver is configured). The plain path runs again on a read-only photo, as the postprocess stage gets
+    them from Ray's object store: numba compiles read-only arrays separately."""
     yy, xx = np.mgrid[0:96, 0:128].astype(np.float32)
     inside = (xx - 64) ** 2 + (yy - 48) ** 2 < 30 ** 2
     photo = np.where(inside[..., None], np.uint8(200), np.uint8(40)).repeat(3, -1)
-    logits = cv2.resize(np.where(inside, 10.0, -10.0).astype(np.float32), (LOW_RES, LOW_RES))
+    # blurred, so that the edge has soft pixels and colour estimation runs
+    logits = cv2.GaussianBlur(cv2.resize(np.where(inside, 10.0, -10.0).astype(np.float32), (LOW_RES, LOW_RES)),
+                              (0, 0), 8)
     for refine in (False, True):
         cutout_edge(photo, logits, refine)
+    photo.setflags(write=False)
+    cutout_edge(photo, logits, False)

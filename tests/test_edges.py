@@ -168,6 +168,18 @@ def test_colour_cost_follows_the_edge_even_when_sam_is_unsure_everywhere():
         assert np.array_equal(edge_colours.decontaminate(photo, alpha, settings), colours)
 
 
+def test_warm_up_compiles_the_colour_kernels_for_read_only_photos_too(sample):
+    """Photos from Ray's object store are read-only, which numba compiles separately: after warm_up neither kind of
+    photo makes a request compile."""
+    edges.warm_up()
+    compiled = len(finish_soft_pixels.signatures)
+    read_only = sample.rgb.copy()
+    read_only.setflags(write=False)
+    for photo in (sample.rgb, read_only):
+        cutout_edge(photo, sample.logits, False)
+    assert len(finish_soft_pixels.signatures) == compiled >= 2
+
+
 def test_metrics_on_known_cases():
     truth = np.zeros((100, 100))
     truth[20:80, 20:80] = 1.0
