@@ -27,15 +27,6 @@ _CORES = os.cpu_count() or 1
 REGULARIZATION, GRADIENT_WEIGHT = np.float32(1e-5), np.float32(1.0)  # pymatting's estimate_foreground_ml defaults
 
 
-def colour_pair_system(alpha, weight):
-    """Each pixel's subject and background colours (F, B) solve the 2x2 system
-    [[a^2 + w, a (1 - a)], [a (1 - a), (1 - a)^2 + w]] [F, B] = [a I + w F', (1 - a) I + w B'], with I the
-    photo's colour, F' and B' the neighbours' weighted colours and w their summed weights. Returns the matrix's
-    entries and determinant (a00, a01, a11, det); the kernels inline the same algebra."""
-    a00, a11, a01 = alpha * alpha + weight, (1 - alpha) ** 2 + weight, alpha * (1 - alpha)
-    return a00, a01, a11, a00 * a11 - a01 * a01
-
-
 def reach(sweeps: int) -> int:
     """How far (pixels) a level's red-black sweeps carry a change: two pixels per sweep, and one for safety."""
     return 2 * sweeps + 1
@@ -45,6 +36,12 @@ def near_edge(alpha8: np.ndarray, radius: int) -> np.ndarray:
     """The pixels within ``radius`` (Chebyshev) of a soft one (0 < alpha < 255), as bool."""
     soft = ((alpha8 > 0) & (alpha8 < 255)).view(np.uint8)
     return cv2.dilate(soft, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1,) * 2)).view(bool)
+
+
+def sweep_band(alpha8: np.ndarray, sweeps: int) -> np.ndarray:
+    """The pixels a level's sweeps visit for the soft pixels themselves: within reach of a soft pixel or of a cell
+    a soft full-size pixel samples its colour from (one pixel around one)."""
+    return near_edge(alpha8, reach(sweeps) + 1)
 
 
 def _nearest_index(source: int, target: int) -> np.ndarray:
@@ -64,17 +61,14 @@ def _sweep_regions(sizes: list[tuple[int, int]], alpha8: np.ndarray, sweeps: lis
     soft pixels and the cells their colours are sampled from (one pixel around); at each level below, those within
     reach of the cells the next level starts from. Built finest first; sweeping only these gives the soft pixels
     the same colours as sweeping every pixel."""
-    needed = near_edge(alpha8, 1)
-    regions = []
-    for index in range(len(sizes) - 1, -1, -1):
-        region = cv2.dilate(needed.view(np.uint8), cv2.getStructuringElement(
-            cv2.MORPH_RECT, (2 * reach(sweeps[index]) + 1,) * 2)).view(bool)
-        regions.append(region)
-        if index:
-            (h, w), (below_h, below_w) = sizes[index], sizes[index - 1]
-            rows, cols = np.nonzero(region)
-            needed = np.zeros((below_h, below_w), bool)
-            needed[_nearest_index(below_h, h)[rows], _nearest_index(below_w, w)[cols]] = True
+    regions = [sweep_band(alpha8, sweeps[-1])]
+    for index in range(len(sizes) - 1, 0, -1):
+        (h, w), (below_h, below_w) = sizes[index], sizes[index - 1]
+        rows, cols = np.nonzero(regions[-1])
+        needed = np.zeros((below_h, below_w), bool)
+        needed[_nearest_index(below_h, h)[rows], _nearest_index(below_w, w)[cols]] = True
+        regions.append(cv2.dilate(needed.view(np.uint8), cv2.getStructuringElement(
+            cv2.MORPH_RECT, (2 * reach(sweeps[index - 1]) + 1,) * 2)).view(bool))
     return regions[::-1]
 
 
@@ -110,8 +104,7 @@ def working_copy(photo: np.ndarray, alpha: np.ndarray, settings: EdgeSettings) -
     for _ in range(4):  # a band's share of the photo barely changes with scale: one shrink is usually enough
         h, w = working_size(height, width, megapixels)
         work_alpha = alpha if (h, w) == alpha.shape else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
-        # the last level's sweep region (``_sweep_regions``)
-        band = int(np.count_nonzero(near_edge(work_alpha, reach(settings.colour_iterations) + 1)))
+        band = int(np.count_nonzero(sweep_band(work_alpha, settings.colour_iterations)))
         if band <= settings.colour_band_pixels or h * w <= settings.colour_band_pixels:
             break
         megapixels = h * w / 1e6 * settings.colour_band_pixels / band

@@ -14,7 +14,6 @@ import torch
 
 from deployments import edges
 from deployments import edge_colours
-from deployments.edge_colours import colour_pair_system
 from deployments.edge_colour_kernels import finish_soft_pixels
 from deployments.edge_grid import sample_at
 from deployments.edges import DEFAULT_SETTINGS, cutout_edge, unknown_band, upsample_logits
@@ -110,6 +109,14 @@ def _soft_alpha_image(rng, shape):
     return alpha
 
 
+def colour_pair_system(alpha, weight):
+    """The reference: each pixel's subject and background colours (F, B) solve
+    [[a^2 + w, a (1 - a)], [a (1 - a), (1 - a)^2 + w]] [F, B] = [a I + w F', (1 - a) I + w B'] (Germer et al.);
+    returns the matrix's entries and determinant (a00, a01, a11, det)."""
+    a00, a11, a01 = alpha * alpha + weight, (1 - alpha) ** 2 + weight, alpha * (1 - alpha)
+    return a00, a01, a11, a00 * a11 - a01 * a01
+
+
 def test_full_size_colours_solve_the_two_colour_system():
     """The compiled full-size step gives each soft pixel F of the 2x2 system that ``colour_pair_system`` builds
     (its own colour and alpha, its 4-neighbours' weights, the working estimate sampled at the pixel's centre),
@@ -159,7 +166,7 @@ def test_colour_cost_follows_the_edge_even_when_sam_is_unsure_everywhere():
     settings = DEFAULT_SETTINGS
     work, work_alpha = edge_colours.working_copy(photo, alpha, settings)
     assert work.shape[:2] == work_alpha.shape
-    band = edge_colours.near_edge(work_alpha, edge_colours.reach(settings.colour_iterations) + 1)
+    band = edge_colours.sweep_band(work_alpha, settings.colour_iterations)
     assert band.sum() <= settings.colour_band_pixels < alpha.size
     colours = edge_colours.decontaminate(photo, alpha, settings)
     assert (colours != photo).any(-1).mean() > 0.5
