@@ -114,6 +114,50 @@ def test_a_rerun_skips_outputs_and_final_errors_but_redoes_the_rest(tmp_path):
     assert kept == {} and "broken.jpg" in {p.path for p in todo}
 
 
+def test_a_cluster_failure_resumes_the_photos_without_output_and_counts_each_photo_once(tmp_path, monkeypatch):
+    """The job-level resume (`runner._execute_resuming`) with a fake pipeline: the first attempt reports one photo,
+    writes a second without reporting it, then loses a node; the second attempt gets only the rest; a failure on
+    every attempt still raises after RESUMES."""
+    import ray.exceptions
+
+    from serve_app.batch import runner
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i in range(5):
+        (source / f"p{i}.jpg").write_bytes(jpeg(64, 48, seed=i))
+    job = batch.Job(str(source), str(out), progress=False)
+    todo, kept, _ = batch.plan(job)
+    out.mkdir()
+    log = runner.ErrorLog(str(out), kept)
+    calls: list[list[str]] = []
+
+    def pipeline(job, photos, log, summary, start, memory, reported, fail_every_time=False):
+        calls.append(sorted(p.path for p in photos))
+        for photo in photos[:2] if (len(calls) == 1 or fail_every_time) else photos:
+            (Path(job.output) / photo.output).write_bytes(b"cut-out")
+            if photo is photos[0] or len(calls) > 1:  # the second photo of the first attempt is never reported
+                reported.add(photo.path)
+                summary.done += 1
+        if len(calls) == 1 or fail_every_time:
+            raise ray.exceptions.ObjectLostError("00" * 28, "owner", "call site")
+
+    monkeypatch.setattr(runner, "_execute", pipeline)
+    summary = batch.Summary(total=len(todo))
+    runner._execute_resuming(job, todo, log, summary, 0.0)
+    first = sorted(p.path for p in todo)
+    assert calls == [first, first[2:]] and summary.done == 5
+    assert sorted(p.name for p in out.glob("*.png")) == [f"p{i}.png" for i in range(5)]
+
+    calls.clear()
+    (tmp_path / "out2").mkdir()
+    again = batch.Job(str(source), str(tmp_path / "out2"), progress=False)
+    monkeypatch.setattr(runner, "_execute", lambda *a: pipeline(*a, fail_every_time=True))
+    with pytest.raises(ray.exceptions.ObjectLostError):
+        runner._execute_resuming(again, todo, log, batch.Summary(total=len(todo)), 0.0)
+    assert len(calls) == runner.RESUMES + 1 and [len(c) for c in calls] == [5, 3, 1]
+
+
 def test_two_inputs_for_one_output_file_are_refused_not_overwritten(tmp_path):
     (tmp_path / "a.jpg").write_bytes(jpeg(64, 48))
     (tmp_path / "a.png").write_bytes(jpeg(64, 48))

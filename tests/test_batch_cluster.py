@@ -73,7 +73,15 @@ def test_job_spreads_over_gpu_nodes_and_survives_losing_one(tmp_path):
         job = batch.Job(str(source), str(out), args=AppArgs(**TEST_ARGS), actors=2, gpus_per_actor=1,
                         batch_size=1, progress=False)
         result: dict = {}
-        runner = threading.Thread(target=lambda: result.update(summary=batch.run(job)), daemon=True)
+
+        def run_job():
+            try:
+                result["summary"] = batch.run(job)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below, with its traceback
+                result["error"] = exc
+                raise
+
+        runner = threading.Thread(target=run_job, daemon=True)
         runner.start()
 
         deadline = time.monotonic() + 900
@@ -89,6 +97,7 @@ def test_job_spreads_over_gpu_nodes_and_survives_losing_one(tmp_path):
 
         runner.join(timeout=900)
         assert not runner.is_alive(), "the job did not finish after the node was removed"
+        assert "error" not in result, f"the job raised: {result.get('error')!r}"
         summary = result["summary"]
         print(f"[batch cluster] {summary.as_dict()}")
         assert (summary.done, summary.failed) == (PHOTOS, 0)

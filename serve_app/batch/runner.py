@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from deployments import errors
@@ -13,6 +14,9 @@ from .inputs import Job, JobError, Photo, error_row, filesystem, list_inputs, ou
 from .memory import WorkerMemory, max_rss_mb, rss_mb
 from .outputs import ErrorLog, Summary, existing_outputs, read_errors
 from .stages import SegmentStage, prepare_batch, render_batch
+
+# How many times a job starts again on its remaining photos after the cluster failed under it.
+RESUMES = 2
 
 
 def plan(job: Job) -> tuple[list[Photo], dict[str, dict], int]:
@@ -60,7 +64,7 @@ def run(job: Job) -> Summary:
     if todo:
         if not ray.is_initialized():
             start_local_ray()
-        summary.workers = _execute(job, todo, log, summary, start)
+        summary.workers = _execute_resuming(job, todo, log, summary, start)
     log.flush(force=True)
     summary.failed = len(log.rows)
     summary.seconds = round(time.perf_counter() - start, 2)
@@ -95,7 +99,39 @@ def start_local_ray(attempts: int = 3) -> None:
             ray.shutdown()
 
 
-def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start: float) -> list[dict]:
+def _execute_resuming(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start: float) -> list[dict]:
+    """`_execute`, started again on the photos without an output when the cluster under it fails (a node lost
+    with the only copy of a block, an actor that cannot be restarted), at most RESUMES times. The stages catch
+    every error of a photo and return it as a row, so what escapes the pipeline is the cluster's, not the
+    photo's. Outputs are written atomically: a photo written before the failure but never reported to this
+    driver is counted done, not cut again."""
+    import ray
+
+    memory = WorkerMemory()
+    reported: set[str] = set()
+    for attempt in range(RESUMES + 1):
+        try:
+            _execute(job, todo, log, summary, start, memory, reported)
+            return memory.rows()
+        except ray.exceptions.RayError as exc:
+            if attempt == RESUMES:
+                raise
+            written = existing_outputs(job.output)
+            for photo in todo:
+                if photo.output in written and photo.path not in reported:
+                    reported.add(photo.path)
+                    summary.done += 1
+                    log.rows.pop(photo.path, None)
+            todo = [photo for photo in todo if photo.path not in reported]
+            print(f"bgremove batch: the cluster failed under the job ({type(exc).__name__}: {exc}); "
+                  f"resuming {len(todo)} photo(s) ({attempt + 1} of {RESUMES})", file=sys.stderr)
+            if not todo:
+                return memory.rows()
+    return memory.rows()
+
+
+def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start: float, memory: WorkerMemory,
+             reported: set[str]) -> None:
     import ray
     import ray.data
     from tqdm import tqdm
@@ -124,11 +160,13 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start
         .map_batches(render_batch, fn_kwargs={"config": args.postprocess(), "output": job.output}, batch_size=1,
                      num_cpus=1, compute=ray.data.TaskPoolStrategy(size=cpu_tasks))
     )
-    memory = WorkerMemory()
     with tqdm(total=len(todo), unit="photo", disable=not job.progress, desc="bgremove batch") as bar:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for i in range(len(batch["path"])):
                 row = {key: batch[key][i] for key in batch}
+                if str(row["path"]) in reported:  # a block recomputed after a lost node: already counted
+                    continue
+                reported.add(str(row["path"]))
                 if row["status"] == 200:
                     summary.done += 1
                     log.rows.pop(str(row["path"]), None)
@@ -141,4 +179,3 @@ def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start
                     summary.driver_rss_mb["first_result"] = rss_mb()
                     summary.first_result_s = round(time.perf_counter() - start, 2)
                 bar.update(1)
-    return memory.rows()
