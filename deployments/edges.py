@@ -39,7 +39,8 @@ __all__ = ["DEFAULT_SETTINGS", "EdgeSettings", "cutout_edge", "decontaminate", "
            "upsample_logits", "warm_up"]
 
 LOW_RES = 256  # SAM's mask logits are 256x256 whatever the photo's shape
-# Logit units per step of 8-bit alpha in the plain soft edge: the ramp spans logits -4..+4.
+# Logit units per step of 8-bit alpha in the plain soft edge: the ramp spans logits -4..+4 (the web page's
+# overlay applies the same ramp to previews: deployments/static/app.js).
 ALPHA_PER_LOGIT = 32.0
 
 

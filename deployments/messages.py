@@ -119,6 +119,7 @@ class OutputOptions:
     feather: float = 0.0  # extra softening of the edge, Gaussian sigma in pixels
     quality: int = 90  # WebP / JPEG quality
     refine: bool = False  # matting on SAM's uncertain band (deployments/edges.py)
+    preview: bool = False  # the mask at SAM's own 256x256, for the client to stretch (deployments/preview.py)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class Cutout:
     cache_hit: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     source_megapixels: float = 0.0
+    preview_scale: float = 0.0  # a preview's grey levels per logit (deployments/preview.py); 0 otherwise
 
 
 @dataclass(frozen=True)

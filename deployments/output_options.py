@@ -53,13 +53,16 @@ def parse_color(value: str) -> tuple[int, int, int]:
 
 def parse_output_options(format: str | None = None, accept: str | None = None, mask_only: bool = False,
                          background: str | tuple | None = None, crop: bool = False, crop_margin: int = 0,
-                         feather: float = 0.0, quality: int = 90, refine: bool = False) -> OutputOptions:
+                         feather: float = 0.0, quality: int = 90, refine: bool = False,
+                         preview: bool = False) -> OutputOptions:
+    if preview:
+        _check_preview(format, background, crop, feather, refine)
     if format:
         chosen = _FORMAT_ALIASES.get(format.strip().lower())
         if chosen is None:
             raise errors.invalid_option("invalid_format", f"format {format!r} is not supported; choose png, webp or jpeg")
     else:
-        chosen = format_from_accept(accept) or "png"
+        chosen = "png" if preview else format_from_accept(accept) or "png"
     color = None
     if background is not None and background != "":
         color = parse_color(background) if isinstance(background, str) else tuple(int(v) for v in background)
@@ -77,9 +80,21 @@ def parse_output_options(format: str | None = None, accept: str | None = None, m
         raise errors.invalid_option("invalid_feather", "feather must be between 0 and 100 pixels")
     if not 1 <= quality <= 100:
         raise errors.invalid_option("invalid_quality", "quality must be between 1 and 100")
-    return OutputOptions(format=chosen, mask_only=mask_only, background=color, crop=crop,
+    return OutputOptions(format=chosen, mask_only=mask_only or preview, background=color, crop=crop,
                          crop_margin=int(crop_margin), feather=float(feather), quality=int(quality),
-                         refine=bool(refine))
+                         refine=bool(refine), preview=bool(preview))
+
+
+def _check_preview(format, background, crop, feather, refine) -> None:
+    """A preview is the plain mask at SAM's resolution, as a PNG: an option that changes the full-size answer
+    would be ignored, so it is refused instead."""
+    if format and _FORMAT_ALIASES.get(format.strip().lower()) != "png":
+        raise errors.invalid_option("preview_is_png", "a preview is a PNG mask; drop `format` or ask for png")
+    asked = [name for name, value in (("background", background not in (None, "")), ("crop", crop),
+                                      ("feather", feather), ("refine", refine)) if value]
+    if asked:
+        raise errors.invalid_option("preview_options", f"a preview is the plain mask at SAM's resolution; "
+                                    f"{', '.join(asked)} {'applies' if len(asked) == 1 else 'apply'} to the full-size answer: drop `preview` or them")
 
 
 def check_output_size(options: OutputOptions, width: int, height: int) -> None:

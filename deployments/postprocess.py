@@ -22,12 +22,8 @@ from .geometry import subject_box
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
 from .metrics import StageMetrics
 from .png import CutoutRows, encode_png, encode_png_fast
+from .preview import choose_mask
 from .settings import PostprocessConfig
-
-
-def choose_mask(scores: np.ndarray) -> int:
-    """With SAM's three candidate masks for one click, keep the one it predicts to be best; else the only one."""
-    return int(np.argmax(scores)) if len(scores) > 1 else 0
 
 
 def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:

@@ -20,3 +20,21 @@ def assert_same_mask(ours: np.ndarray, logits: np.ndarray, what: object = "mask"
     assert not (differ & (np.abs(logits) > LOGIT_NOISE)).any(), \
         f"{what}: {int(differ.sum())} pixels differ from sam2's mask, some of them far from its threshold"
     assert (ours & expected).sum() / (ours | expected).sum() >= MIN_IOU, what
+
+
+# The preview (deployments/preview.py) stretched over the photo against the full-size mask: the issue's bar.
+PREVIEW_MIN_IOU = 0.99
+
+
+def preview_mask(grey: np.ndarray, scale: float, height: int, width: int) -> np.ndarray:
+    """A preview as the web page reads it (app.js, previewAlpha): its logits, (grey - 127.5) / scale, upsampled
+    bilinearly (align_corners=False) to the photo's size; > 0 is the mask."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = (torch.from_numpy(grey.astype(np.float32)) - 127.5) / scale
+    return (F.interpolate(logits[None, None], (height, width), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))

@@ -33,8 +33,12 @@ def test_the_overhead_scenario_reports_consistent_fields(app_url):
                               "segmenter_outside_model_ms"}
         assert parts["work_ms"] > 0
     for key in ("first_click_ms", "repeat_click_ms", "repeat_speedup", "first_click_mask_only_ms",
-                "repeat_click_mask_only_ms", "repeat_speedup_mask_only"):
+                "repeat_click_mask_only_ms", "repeat_speedup_mask_only", "repeat_click_preview_ms",
+                "repeat_speedup_preview"):
         assert key in report
+    # The preview is answered by the ingress: its timings name no postprocess, and its work includes the encoding.
+    assert "postprocess" not in report["repeat_click_preview_stages_ms"]
+    assert "preview" in report["repeat_click_preview_stages_ms"]
 
 
 def test_the_overhead_parts_add_up_to_the_client_time_minus_the_work():
@@ -43,11 +47,16 @@ def test_the_overhead_parts_add_up_to_the_client_time_minus_the_work():
     repeat = (100.0, {"mask": 40.0, "segment": 42.0, "postprocess": 20.0, "upsample": 18.0, "total": 80.0})
     first = (900.0, {"read": 5.0, "fetch": 3.0, "embed": 700.0, "mask": 40.0, "segment": 750.0,
                      "postprocess": 20.0, "total": 800.0})
+    preview = (70.0, {"mask": 40.0, "segment": 42.0, "preview": 1.0, "total": 50.0})
     report = overhead_fields({"repeat_click": [repeat], "repeat_click_mask_only": [repeat],
-                              "first_click": [first], "first_click_mask_only": [first]}, [(20.0, {})])
+                              "repeat_click_preview": [preview], "first_click": [first],
+                              "first_click_mask_only": [first]}, [(20.0, {})])
     assert report["repeat_click_overhead_ms"]["p50"] == 40.0 and report["repeat_overhead_over_echo"] == 2.0
     assert report["breakdown"]["repeat_click"] == {
         "work_ms": 60.0, "overhead_ms": 40.0, "proxy_and_http_ms": 20.0, "ingress_and_hops_ms": 18.0,
+        "segmenter_outside_model_ms": 2.0, "fetch_ms": 0.0}
+    assert report["breakdown"]["repeat_click_preview"] == {
+        "work_ms": 41.0, "overhead_ms": 29.0, "proxy_and_http_ms": 20.0, "ingress_and_hops_ms": 7.0,
         "segmenter_outside_model_ms": 2.0, "fetch_ms": 0.0}
     parts = report["breakdown"]["first_click"]
     assert parts["overhead_ms"] == 900 - 765 == parts["proxy_and_http_ms"] + parts["ingress_and_hops_ms"] + \

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from images import decode, jpeg, photo, png
-from parity import LOGIT_NOISE, assert_same_mask
+from parity import LOGIT_NOISE, PREVIEW_MIN_IOU, assert_same_mask, iou, preview_mask
 from reliability import metric_samples, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -212,6 +212,29 @@ def test_upload_once_click_many(app_url):
         assert response.headers["X-Image-Id"] == body["image_id"]
         assert response.headers["X-Embedding-Cache"] == "hit"  # warmed by the upload, on the routed replica
         assert decode(response.content).size == (400, 300)
+
+
+def test_preview_is_the_mask_at_sams_resolution_answered_without_the_postprocess(app_url):
+    """The web page's click: the 256x256 preview, upsampled as the page does, is the full-size mask-only answer
+    (IoU >= 0.99), with the same score; the ingress answers it from the logits (no postprocess timing)."""
+    width, height = 640, 480
+    info = post(app_url, "/v1/images", files={"image": ("p.jpg", jpeg(width, height, seed=31), "image/jpeg")}).json()
+    fields = {"image_id": info["image_id"], "points": json.dumps([[320, 240], [60, 50]]), "labels": "[1, 0]"}
+    full = post(app_url, "/v1/cutout", data={**fields, "mask_only": "true"})
+    preview = post(app_url, "/v1/cutout", data={**fields, "preview": "true"})
+    assert preview.status_code == 200, preview.text
+    image = decode(preview.content)
+    assert (image.format, image.mode, image.size) == ("PNG", "L", (256, 256))
+    assert preview.headers["X-Mask-Score"] == full.headers["X-Mask-Score"]
+    assert float(preview.headers["X-Preview-Scale"]) > 0 and "X-Preview-Scale" not in full.headers
+    timings = preview.headers["Server-Timing"]
+    assert "preview;dur=" in timings and "postprocess" not in timings and "postprocess" in full.headers["Server-Timing"]
+    mask = served_mask(full, (width, height))
+    assert 0 < mask.sum() < mask.size
+    score = iou(preview_mask(np.asarray(image), float(preview.headers["X-Preview-Scale"]), height, width), mask)
+    assert score >= PREVIEW_MIN_IOU, f"IoU {score:.4f}"
+    refused = post(app_url, "/v1/cutout", data={**fields, "preview": "true", "crop": "true"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "preview_options")
 
 
 def test_unknown_image_id_is_404_telling_to_upload_again(app_url):

@@ -43,3 +43,14 @@ def test_invalid_options(kwargs):
     with pytest.raises(ApiError) as info:
         parse_output_options(**kwargs)
     assert info.value.status == 422
+
+
+def test_preview_is_a_png_mask_and_refuses_the_options_it_would_ignore():
+    options = parse_output_options(preview=True, accept="image/webp")
+    assert (options.preview, options.mask_only, options.format) == (True, True, "png")
+    for kwargs, code in [({"format": "webp"}, "preview_is_png"), ({"crop": True}, "preview_options"),
+                         ({"feather": 2.0}, "preview_options"), ({"background": "white"}, "preview_options"),
+                         ({"refine": True}, "preview_options")]:
+        with pytest.raises(ApiError) as caught:
+            parse_output_options(preview=True, **kwargs)
+        assert (caught.value.status, caught.value.code) == (422, code)

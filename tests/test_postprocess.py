@@ -11,7 +11,8 @@ from deployments.messages import OutputOptions, SegmentResult
 from deployments.png import encode_png
 from deployments.geometry import subject_box
 from deployments.edges import soft_alpha, upsample_logits
-from deployments.postprocess import Postprocessor, choose_mask, compose, feather
+from deployments.postprocess import Postprocessor, compose, feather
+from deployments.preview import choose_mask
 
 from images import photo
 

@@ -6,7 +6,8 @@ import pytest
 
 from deployments.messages import OutputOptions, Prompt
 from deployments.edges import upsample_logits
-from deployments.postprocess import Postprocessor, choose_mask
+from deployments.postprocess import Postprocessor
+from deployments.preview import choose_mask
 from deployments.segmenter import Segmenter
 from deployments.segmenter.prepared import PreparedImages
 from deployments.settings import SegmenterConfig

@@ -118,6 +118,53 @@ def test_page_uploads_clicks_shows_the_mask_and_downloads_the_cutout(app_url, br
     assert console_errors == []
 
 
+def test_page_draws_each_click_from_the_preview_and_matches_the_full_size_mask(app_url, browser_page, tmp_path):
+    """Each click asks for the preview (SAM's 256x256 grid, no postprocess hop); the page upsamples it over the
+    photo (shown at its own size here, so canvas pixels are photo pixels) and its mask must be the server's
+    full-size mask-only answer for the same clicks: IoU >= 0.99 (PREVIEW_MIN_IOU)."""
+    import json
+
+    import numpy as np
+
+    from images import decode
+    from parity import PREVIEW_MIN_IOU, iou
+
+    page, console_errors = browser_page
+    width, height = 480, 360
+    photo_path = tmp_path / "photo.png"
+    photo_path.write_bytes(png(width, height, seed=7))
+    page.goto(app_url + "/")
+    page.set_input_files("#file", str(photo_path))
+    page.wait_for_function("document.getElementById('stage').dataset.imageId")
+    bodies: list[str] = []
+    page.on("request", lambda request: bodies.append(request.post_data or "") if "v1/cutout" in request.url else None)
+    version = overlay_state(page)["version"]
+    for clicks, (fx, fy, button) in enumerate([(0.5, 0.5, "left"), (0.2, 0.25, "right")], start=1):
+        click_photo(page, fx, fy, button=button)
+        version = wait_for_mask(page, version, clicks)["version"]
+        drawn = page.evaluate("""() => {
+            const c = maskToAlpha(state.mask);
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const alpha = [];
+            for (let i = 3; i < data.length; i += 4) alpha.push(data[i]);
+            return {width: c.width, height: c.height, alpha, points: state.points, labels: state.labels,
+                    imageId: state.imageId};
+        }""")
+        assert (drawn["width"], drawn["height"]) == (width, height), "the photo is not shown at its own size"
+        assert 'name="preview"' in bodies[-1], "the page did not ask for the preview"
+        full = httpx.post(app_url + "/v1/cutout", timeout=120, data={
+            "image_id": drawn["imageId"], "points": json.dumps(drawn["points"]),
+            "labels": json.dumps(drawn["labels"]), "mask_only": "true"})
+        assert full.status_code == 200, full.text
+        expected = np.asarray(decode(full.content)) >= 128
+        ours = np.array(drawn["alpha"], np.uint8).reshape(height, width) >= 128
+        assert 0 < expected.sum() < expected.size
+        score = iou(ours, expected)
+        print(f"[web page] click {clicks}: the page's mask against the full-size one, IoU {score:.4f}")
+        assert score >= PREVIEW_MIN_IOU, f"click {clicks}: IoU {score:.4f} against the full-size mask"
+    assert console_errors == []
+
+
 def test_page_shows_the_servers_message_when_it_refuses(app_url, browser_page, tmp_path):
     page, _ = browser_page
     fake = tmp_path / "holiday.jpg"  # looks like a photo to the browser, is not one

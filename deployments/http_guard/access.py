@@ -17,7 +17,7 @@ from ..http_errors import error_response
 API_PREFIXES = ("/v1/", "/background-removal/")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 API_KEY_STATE = "api_key_sha256"  # request.state field: the digest of the key a request carried
-EXPOSED_HEADERS = ["X-Image-Id", "X-Mask-Score", "X-Embedding-Cache", "Server-Timing", "Retry-After"]
+EXPOSED_HEADERS = ["X-Image-Id", "X-Mask-Score", "X-Preview-Scale", "X-Embedding-Cache", "Server-Timing", "Retry-After"]
 
 
 def cors(app, origins: tuple[str, ...]) -> CORSMiddleware:

@@ -13,6 +13,7 @@ from ..imaging import DecodedImage, check_image_id, decode_image, scoped_image_i
 from ..lru import LRUCache
 from ..messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
 from ..output_options import check_output_size
+from ..preview import preview_cutout
 from ..prompts import parse_model_prompt
 from ..settings import IngressLimits
 
@@ -117,7 +118,10 @@ class IngressCore:
                                           self.limits.max_points)
         check_output_size(options, source.width, source.height)
         seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model_image, model_prompt))
-        cutout = await self.stages.render(seg, source.full, options, source.alpha)
+        if options.preview:  # answered here from the logits: no postprocess hop (deployments/preview.py)
+            cutout = preview_cutout(await seg)
+        else:
+            cutout = await self.stages.render(seg, source.full, options, source.alpha)
         image_id = source.image_id
         if storing is not None:
             if await storing:

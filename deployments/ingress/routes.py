@@ -90,6 +90,8 @@ def cutout_response(cutout: Cutout) -> Response:
     timing = ", ".join(f"{name};dur={value}" for name, value in cutout.timings_ms.items())
     cache = f'cache;desc="{"hit" if cutout.cache_hit else "miss"}"'
     headers = {"X-Image-Id": cutout.image_id} if cutout.image_id else {}  # none when the store did not keep it
+    if cutout.preview_scale:
+        headers["X-Preview-Scale"] = f"{cutout.preview_scale:g}"
     return Response(cutout.data, media_type=cutout.media_type, headers={
         **headers,
         "X-Mask-Score": f"{cutout.score:.4f}",
@@ -180,10 +182,13 @@ class IngressRoutes:
         quality: int = Form(90, description="WebP / JPEG quality"),
         refine: bool = Form(False, description="refine the edge with the full-resolution photo (closed-form "
                             "matting; slower, see README)"),
+        preview: bool = Form(False, description="the mask at SAM's own 256x256 over the whole photo, for showing "
+                             "a click at once: a greyscale PNG, 127.5 + X-Preview-Scale * logit; stretch it over "
+                             "the photo (bilinear) and >= 128 is the mask. No background, crop, feather or refine"),
         accept: str | None = Header(None, include_in_schema=False),
     ) -> Response:
         options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,
-                       crop_margin=crop_margin, feather=feather, quality=quality, refine=refine)
+                       crop_margin=crop_margin, feather=feather, quality=quality, refine=refine, preview=preview)
         return await self._cutout("cutout", request, image, options, image_id=image_id, points=points, labels=labels,
                                   box=box)
 

@@ -9,12 +9,14 @@ const TINT = [30, 144, 255]; // overlay colour of the kept object
 // with other tabs or written to disk as localStorage would be).
 const KEY_STORAGE = "bgremove.apiKey";
 const OVERLAY_OPACITY = 0.55;
+const ALPHA_PER_LOGIT = 32; // the edge's ramp, as deployments/edges.py
 
 const state = {
   imageId: null, width: 0, height: 0, name: "photo",
   points: [], labels: [], // in pixels of the (EXIF-oriented) photo; 1 keep, 0 exclude
   mode: 1, view: "mask",
-  mask: null, // the newest mask (ImageBitmap, grey, at the photo's size)
+  mask: null, // the newest mask (ImageBitmap, grey): a preview, SAM's 256x256 grid over the whole photo
+  maskScale: 0, // the preview's grey levels per logit (X-Preview-Scale)
   request: 0, // newest mask request; older answers are dropped
   controller: null,
 };
@@ -196,13 +198,15 @@ async function update() {
   setBusy(true);
   const started = performance.now();
   try {
-    // The single-channel mask is all the overlay needs: small to send, quick to draw.
-    const response = await post("v1/cutout", cutoutForm({ mask_only: "true", format: "png" }), controller.signal);
+    // The preview (SAM's 256x256 mask, answered without the postprocess stage) is all the overlay needs: the
+    // canvas stretches it over the photo with the same bilinear filter the server's full-size mask comes from.
+    const response = await post("v1/cutout", cutoutForm({ preview: "true" }), controller.signal);
     const blob = await response.blob();
     if (request !== state.request) return;
     const bitmap = await createImageBitmap(blob);
     if (request !== state.request) return;
     state.mask = bitmap;
+    state.maskScale = Number(response.headers.get("X-Preview-Scale")) || 0;
     drawOverlay();
     const ms = Math.round(performance.now() - started);
     const score = Number(response.headers.get("X-Mask-Score"));
@@ -227,18 +231,58 @@ function displaySize() {
   return [Math.max(1, Math.round(rect.width * ratio)), Math.max(1, Math.round(rect.height * ratio))];
 }
 
-function maskToAlpha(bitmap) {
-  // The mask is grey (0..255); canvas compositing needs it as alpha.
-  const [w, h] = displaySize();
+function pixelsOf(bitmap, w, h) {
   const canvas = document.createElement("canvas");
   canvas.width = w;
   canvas.height = h;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(bitmap, 0, 0, w, h);
-  const pixels = ctx.getImageData(0, 0, w, h);
+  return [canvas, ctx, ctx.getImageData(0, 0, w, h)];
+}
+
+function bilinearTaps(size, gridSize) {
+  // torch's bilinear, align_corners=False (edges.upsample_logits): where each output pixel samples the grid.
+  const low = new Int32Array(size), high = new Int32Array(size), weight = new Float32Array(size);
+  for (let i = 0; i < size; i++) {
+    const source = Math.max(0, ((i + 0.5) * gridSize) / size - 0.5);
+    low[i] = Math.floor(source);
+    high[i] = Math.min(low[i] + 1, gridSize - 1);
+    weight[i] = source - low[i];
+  }
+  return [low, high, weight];
+}
+
+function previewAlpha(bitmap, data, w, h, scale) {
+  // A preview's grey is 127.5 + scale * logit on SAM's grid: its logits, upsampled here the way the server
+  // makes its full-size mask (not by the canvas's filter, whose 8-bit arithmetic moves a flat mask's edge),
+  // then the server's edge ramp (deployments/edges.py, ALPHA_PER_LOGIT); > 0 is the mask.
+  const gw = bitmap.width, gh = bitmap.height;
+  const grey = pixelsOf(bitmap, gw, gh)[2].data;
+  const logits = new Float32Array(gw * gh);
+  for (let i = 0; i < logits.length; i++) logits[i] = (grey[4 * i] - 127.5) / scale;
+  const [x0, x1, wx] = bilinearTaps(w, gw);
+  const [y0, y1, wy] = bilinearTaps(h, gh);
+  for (let y = 0; y < h; y++) {
+    const top = y0[y] * gw, bottom = y1[y] * gw, fy = wy[y];
+    for (let x = 0; x < w; x++) {
+      const upper = logits[top + x0[x]] + (logits[top + x1[x]] - logits[top + x0[x]]) * wx[x];
+      const lower = logits[bottom + x0[x]] + (logits[bottom + x1[x]] - logits[bottom + x0[x]]) * wx[x];
+      const logit = upper + (lower - upper) * fy;
+      const ramp = Math.min(255, Math.max(0, Math.ceil(127 + ALPHA_PER_LOGIT * logit)));
+      data[4 * (y * w + x) + 3] = logit > 0 ? Math.max(ramp, 128) : Math.min(ramp, 127);
+    }
+  }
+}
+
+function maskToAlpha(bitmap) {
+  // The mask as alpha for canvas compositing, at the shown size: a preview (state.maskScale) through
+  // previewAlpha, a full-size grey mask as it is.
+  const [w, h] = displaySize();
+  const [canvas, ctx, pixels] = pixelsOf(bitmap, w, h);
   const data = pixels.data;
+  if (state.maskScale) previewAlpha(bitmap, data, w, h, state.maskScale);
   for (let i = 0; i < data.length; i += 4) {
-    data[i + 3] = data[i];
+    if (!state.maskScale) data[i + 3] = data[i];
     data[i] = data[i + 1] = data[i + 2] = 255;
   }
   ctx.putImageData(pixels, 0, 0);

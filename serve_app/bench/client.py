@@ -33,9 +33,10 @@ class GraphClient:
         response.raise_for_status()
         return response.json()["image_id"]
 
-    async def repeat_click(self, image_id: str, points, labels, mask_only: bool = False) -> tuple[float, dict]:
+    async def repeat_click(self, image_id: str, points, labels, mask_only: bool = False,
+                           preview: bool = False) -> tuple[float, dict]:
         start = time.perf_counter()
-        return self._result(await self._post_click(image_id, points, labels, mask_only), start)
+        return self._result(await self._post_click(image_id, points, labels, mask_only, preview), start)
 
     async def repeat_answer(self, image_id: str, points, labels) -> bytes:
         """The body a repeat click is answered with (what an echo of it should send back)."""
@@ -43,10 +44,12 @@ class GraphClient:
         response.raise_for_status()
         return response.content
 
-    async def _post_click(self, image_id: str, points, labels, mask_only: bool):
+    async def _post_click(self, image_id: str, points, labels, mask_only: bool, preview: bool = False):
         fields = {"image_id": image_id, "points": json.dumps(points), "labels": json.dumps(labels)}
         if mask_only:
             fields["mask_only"] = "true"
+        if preview:  # the web page's click
+            fields["preview"] = "true"
         return await self.client.post(f"{self.url}/v1/cutout", data=fields)
 
     @staticmethod

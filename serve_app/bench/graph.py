@@ -30,13 +30,14 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
         # A keep click and an exclude click, the exclude point moving a pixel each time (so no two are alike).
         clicks = [([centre(width, height), [width * 0.1 + i, height * 0.1]], [1, 0]) for i in range(repeat_clicks)]
         # The primary size in rounds: a first click on a new photo, then a share of the repeat clicks on the
-        # uploaded one; the same again with mask-only answers (what the web page asks for on each click), then the
-        # echo app on the same requests. The medians come from the same minutes, so their ratios hold on a machine
+        # uploaded one; the same again with mask-only answers, repeat clicks asking for the preview (what the web
+        # page asks for on each click), then the echo app on the same requests. The medians come from the same minutes, so their ratios hold on a machine
         # whose speed drifts.
         photos = [jpeg(width, height, seed=seed + i) for i in range(first_clicks)]
         mask_photos = [jpeg(width, height, seed=seed + 500 + i) for i in range(first_clicks)]
         firsts: dict[bool, list[tuple[float, dict]]] = {False: [], True: []}
         repeats: dict[bool, list[tuple[float, dict]]] = {False: [], True: []}
+        previews: list[tuple[float, dict]] = []
         echoes: list[tuple[float, dict]] = []
         for index, photo_pair in enumerate(zip(photos, mask_photos)):
             share = clicks[index * len(clicks) // len(photos):(index + 1) * len(clicks) // len(photos)]
@@ -44,13 +45,15 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
                 firsts[mask_only].append(await client.first_click(data, centre(width, height), mask_only))
                 for points, labels in share:
                     repeats[mask_only].append(await client.repeat_click(image_id, points, labels, mask_only))
+            for points, labels in share:
+                previews.append(await client.repeat_click(image_id, points, labels, preview=True))
             for points, labels in share if echo else ():
                 echoes.append(await echo.repeat_click(image_id, points, labels))
         report["sizes"][f"{width}x{height}"] = {"first_click_ms": percentiles([r[0] for r in firsts[False]]),
                                                 "stages_ms": stage_medians(firsts[False])}
         report["first_click_mask_only_ms"] = percentiles([r[0] for r in firsts[True]])
-        for mask_only, key in ((False, "repeat_click"), (True, "repeat_click_mask_only")):
-            results = repeats[mask_only]
+        for results, key in ((repeats[False], "repeat_click"), (repeats[True], "repeat_click_mask_only"),
+                             (previews, "repeat_click_preview")):
             report[key + "_ms"] = percentiles([r[0] for r in results])
             report[key + "_stages_ms"] = stage_medians(results)
             report[key + "_cache_hit_rate"] = round(sum(r[1]["cache_hit"] for r in results) / len(results), 3)
@@ -58,7 +61,8 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
             from .overhead import overhead_fields
 
             report.update(overhead_fields({"repeat_click": repeats[False], "repeat_click_mask_only": repeats[True],
-                                           "first_click": firsts[False], "first_click_mask_only": firsts[True]},
+                                           "repeat_click_preview": previews, "first_click": firsts[False],
+                                           "first_click_mask_only": firsts[True]},
                                           echoes))
 
         for index, (width, height) in enumerate(sizes[1:], start=1):
@@ -132,6 +136,8 @@ def measure_graph(url: str, args: argparse.Namespace, report: dict[str, Any]) ->
     report["repeat_speedup"] = round(report["first_click_ms"]["p50"] / report["repeat_click_ms"]["p50"], 2)
     report["repeat_speedup_mask_only"] = round(graph["first_click_mask_only_ms"]["p50"]
                                                / graph["repeat_click_mask_only_ms"]["p50"], 2)
+    report["repeat_speedup_preview"] = round(graph["first_click_mask_only_ms"]["p50"]
+                                             / graph["repeat_click_preview_ms"]["p50"], 2)
     if not args.no_baseline:
         from .baseline import compare
 

@@ -1,7 +1,8 @@
 """What a click costs beyond the stages' own work, against one bare Serve call (``bgremove bench overhead``).
 
 A click's work is what its ``Server-Timing`` reports as computing: ``read`` (the upload decoded in the ingress),
-``embed`` and ``mask`` (the model), ``postprocess`` (edge, compositing, encoding). Its overhead is the client's
+``embed`` and ``mask`` (the model), ``postprocess`` (edge, compositing, encoding), ``preview`` (a preview's
+encoding, in the ingress). Its overhead is the client's
 time minus that work, split as far as the header allows:
 
 * ``proxy_and_http_ms``: client time minus the ingress's ``total``: Serve's HTTP proxy, the connection, FastAPI's
@@ -21,10 +22,11 @@ from typing import Any
 
 from .stats import percentiles
 
-WORK = ("read", "embed", "mask", "postprocess")
+WORK = ("read", "embed", "mask", "postprocess", "preview")
 KINDS = {  # report prefix -> name of its ratio to the echo
     "repeat_click": "repeat_overhead_over_echo",
     "repeat_click_mask_only": "repeat_mask_only_overhead_over_echo",
+    "repeat_click_preview": "repeat_preview_overhead_over_echo",
     "first_click": "first_overhead_over_echo",
     "first_click_mask_only": "first_mask_only_overhead_over_echo",
 }
@@ -35,7 +37,7 @@ def _parts(client_ms: float, timings: dict) -> dict[str, float]:
     work = sum(get(name) for name in WORK)
     return {"work_ms": work, "overhead_ms": client_ms - work,
             "proxy_and_http_ms": client_ms - get("total"),
-            "ingress_and_hops_ms": get("total") - get("read") - get("segment") - get("postprocess"),
+            "ingress_and_hops_ms": get("total") - get("read") - get("segment") - get("postprocess") - get("preview"),
             "segmenter_outside_model_ms": get("segment") - get("embed") - get("mask"),
             "fetch_ms": get("fetch")}
 

@@ -18,7 +18,7 @@ def bench_segmenter(model: str, checkpoint: str, device: str, size: tuple[int, i
                     precisions: list[str]) -> dict[str, Any]:
     from deployments.edges import upsample_logits
     from deployments.messages import Prompt
-    from deployments.postprocess import choose_mask
+    from deployments.preview import choose_mask
     from deployments.segmenter import Segmenter
     from deployments.segmenter.floor import reference_timings
     from deployments.settings import SegmenterConfig

@@ -1,0 +1,52 @@
+"""The web page's quick mask (``preview``): the chosen mask's 256x256 logits as an 8-bit greyscale PNG, answered
+by the ingress from the segmenter's result, with no postprocess hop and 65,536 pixels to encode whatever the
+photo's size. SAM 2 squashes every photo to 1024x1024, so the grid covers the whole photo.
+
+The grey is linear in the logit, ``127.5 + scale * logit`` rounded, with ``scale`` (sent as ``X-Preview-Scale``)
+chosen so that the largest logit just fits: no value is clipped, so a client that stretches the grid over the
+photo with bilinear filtering (a canvas's ``drawImage`` does) gets the bilinear upsampling of the logits, which is
+how the server's full-size mask is made (``edges.upsample_logits``), to within one grey level (1/scale logits).
+``>= 128`` is the mask, at any size; the page then applies the edge's ramp (``edges.ALPHA_PER_LOGIT``).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+from PIL import Image
+
+from .messages import Cutout, SegmentResult
+
+# Grey levels per logit at most: logits that are all nearly zero (a flat mask) are not magnified past this.
+MAX_SCALE = 1024.0
+
+
+def choose_mask(scores: np.ndarray) -> int:
+    """With SAM's three candidate masks for one click, keep the one it predicts to be best; else the only one."""
+    return int(np.argmax(scores)) if len(scores) > 1 else 0
+
+
+def encode_logits(logits: np.ndarray) -> tuple[np.ndarray, float]:
+    """(grey, scale): grey = round(127.5 + scale * logit) in 0..255, >= 128 exactly where the logit is > 0."""
+    logits = np.asarray(logits, dtype=np.float64)
+    largest = float(np.abs(logits).max(initial=0.0))
+    scale = min(MAX_SCALE, 127.0 / largest) if largest > 0 else MAX_SCALE
+    grey = np.clip(np.floor(127.5 + scale * logits + 0.5), 0, 255).astype(np.uint8)
+    grey[logits > 0] = np.maximum(grey[logits > 0], 128)  # a positive logit never lands on 127, nor <= 0 on 128
+    grey[logits <= 0] = np.minimum(grey[logits <= 0], 127)
+    return grey, float(f"{scale:.6g}")
+
+
+def preview_cutout(seg: SegmentResult) -> Cutout:
+    """The preview answer: the best mask's grey PNG, with the segmenter's score and timings and the scale."""
+    start = time.perf_counter()
+    index = choose_mask(seg.scores)
+    grey, scale = encode_logits(seg.logits[index])
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG", compress_level=1)
+    timings = {**seg.timings_ms, "preview": round((time.perf_counter() - start) * 1000, 2)}
+    return Cutout(data=buffer.getvalue(), media_type="image/png", width=grey.shape[1], height=grey.shape[0],
+                  score=float(seg.scores[index]), image_id=seg.image_id, cache_hit=seg.cache_hit, timings_ms=timings,
+                  preview_scale=scale)
