@@ -6,6 +6,7 @@ tokens and projects them to keys, values and queries. None of that depends on th
 ``prepare``d once per image and ``decode`` runs the rest, calling the same modules with the same operations in
 the same order, so the logits are bit-identical to ``MaskDecoder``'s (tests/test_segmenter.py checks). The
 upscaling's transposed convolutions run as matrix products (``_upscale``): the same sums, faster on the CPU.
+Image tokens are kept contiguous token-major, and results are written in place where nothing else holds them.
 """
 
 from __future__ import annotations
@@ -18,29 +19,38 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True, eq=False)
 class PreparedImage:
-    """The prompt-independent part of one image's decoder pass (FP32, on the model's device)."""
+    """The prompt-independent part of one image's decoder pass (FP32, on the model's device). Image tokens are
+    kept token-major and contiguous: adding sam2's channel-major views token by token is a strided pass that
+    cost a decode ~2 ms per addition on the CPU."""
 
-    src: torch.Tensor  # image embedding + no-mask embedding, (1, C, h, w)
-    keys_pe: torch.Tensor  # image tokens + positional encoding, (1, h*w, C)
+    keys: torch.Tensor  # image embedding + no-mask embedding as tokens, (1, h*w, C)
+    size: tuple[int, int]  # (h, w) of the embedding grid
+    key_pe: torch.Tensor  # the positional encoding as tokens, (1, h*w, C); the same for every image
+    keys_pe: torch.Tensor  # keys + key_pe
     first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # token->image k, v; image->token q projections
     high_res: tuple[torch.Tensor, ...]  # FP32 high-resolution features for the upscaler
 
 
-def prepare(model, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, ...], image_pe: torch.Tensor,
+def tokens(image_pe: torch.Tensor) -> torch.Tensor:
+    """(1, C, h, w) -> (1, h*w, C), contiguous."""
+    return image_pe.flatten(2).permute(0, 2, 1).contiguous()
+
+
+def prepare(model, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, ...], key_pe: torch.Tensor,
             no_mask_dense: torch.Tensor) -> PreparedImage:
-    """The image-only terms of ``MaskDecoder.predict_masks`` (repeat_image=False) for a prompt without a mask."""
+    """The image-only terms of ``MaskDecoder.predict_masks`` (repeat_image=False) for a prompt without a mask;
+    ``key_pe`` is ``tokens(image_pe)``."""
     decoder = model.sam_mask_decoder
     first = decoder.transformer.layers[0]
     src = image_embed + no_mask_dense
-    keys = src.flatten(2).permute(0, 2, 1)
-    key_pe = image_pe.flatten(2).permute(0, 2, 1)
+    keys = tokens(src)
     keys_pe = keys + key_pe
     projections = (first.cross_attn_token_to_image.k_proj(keys_pe), first.cross_attn_token_to_image.v_proj(keys),
                    first.cross_attn_image_to_token.q_proj(keys_pe))
-    return PreparedImage(src, keys_pe, projections, tuple(high_res))
+    return PreparedImage(keys, tuple(src.shape[-2:]), key_pe, keys_pe, projections, tuple(high_res))
 
 
-def decode(model, prepared: PreparedImage, image_pe: torch.Tensor, sparse: torch.Tensor,
+def decode(model, prepared: PreparedImage, sparse: torch.Tensor,
            multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoder.forward``'s (masks, iou_pred) for an image prepared by ``prepare``."""
     decoder = model.sam_mask_decoder
@@ -53,9 +63,9 @@ def decode(model, prepared: PreparedImage, image_pe: torch.Tensor, sparse: torch
         s = 0
     output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse), dim=1)
-    b, c, h, w = prepared.src.shape
+    (h, w), (b, _, c) = prepared.size, prepared.keys.shape
 
-    hs, src = _transformer(decoder.transformer, prepared, image_pe, tokens)
+    hs, src = _transformer(decoder.transformer, prepared, tokens)
     iou_token_out = hs[:, s, :]
     mask_tokens_out = hs[:, s + 1: (s + 1 + decoder.num_mask_tokens), :]
 
@@ -65,8 +75,8 @@ def decode(model, prepared: PreparedImage, image_pe: torch.Tensor, sparse: torch
     else:
         dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
         feat_s0, feat_s1 = prepared.high_res
-        upscaled_embedding = act1(ln1(_upscale(dc1, src) + feat_s1))
-        upscaled_embedding = act2(_upscale(dc2, upscaled_embedding) + feat_s0)
+        upscaled_embedding = act1(ln1(_upscale(dc1, src).add_(feat_s1)))
+        upscaled_embedding = act2(_upscale(dc2, upscaled_embedding).add_(feat_s0))
     hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
                             for i in range(decoder.num_mask_tokens)], dim=1)
     b, c, h, w = upscaled_embedding.shape
@@ -90,14 +100,15 @@ def _upscale(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     b, c_in, h, w = x.shape
     c_out = conv.out_channels
     blocks = x.flatten(2).transpose(1, 2) @ conv.weight.reshape(c_in, c_out * 4)  # (b, h*w, c_out*2*2)
-    blocks = blocks.view(b, h, w, c_out, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c_out, 2 * h, 2 * w)
-    return blocks + conv.bias[None, :, None, None]
+    blocks = blocks.view(b, h, w, c_out, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    out = torch.empty((b, c_out, h, 2, w, 2), dtype=x.dtype, device=x.device)  # the shuffle adds the bias
+    torch.add(blocks, conv.bias.view(1, c_out, 1, 1, 1, 1), out=out)
+    return out.view(b, c_out, 2 * h, 2 * w)
 
 
-def _transformer(transformer, prepared: PreparedImage, image_pe: torch.Tensor, point_embedding: torch.Tensor):
+def _transformer(transformer, prepared: PreparedImage, point_embedding: torch.Tensor):
     """``TwoWayTransformer.forward`` with the first layer's image-only terms taken from ``prepared``."""
-    keys = prepared.src.flatten(2).permute(0, 2, 1)
-    key_pe = image_pe.flatten(2).permute(0, 2, 1)
+    keys, key_pe = prepared.keys, prepared.key_pe
     queries = point_embedding
     for index, layer in enumerate(transformer.layers):
         queries, keys = _two_way_block(layer, queries, keys, point_embedding, key_pe,
@@ -126,7 +137,7 @@ def _two_way_block(layer, queries, keys, query_pe, key_pe, prepared: PreparedIma
         attn_out = _attention(layer.cross_attn_token_to_image, layer.cross_attn_token_to_image.q_proj(q), k_proj,
                               v_proj)
     else:
-        k = keys + key_pe
+        k = keys + key_pe  # sam2 adds this twice per layer; the second attention below reuses it
         attn_out = layer.cross_attn_token_to_image(q=q, k=k, v=keys)
     queries = queries + attn_out
     queries = layer.norm2(queries)
@@ -140,7 +151,6 @@ def _two_way_block(layer, queries, keys, query_pe, key_pe, prepared: PreparedIma
         attn = layer.cross_attn_image_to_token
         attn_out = _attention(attn, image_q_proj, attn.k_proj(q), attn.v_proj(queries))
     else:
-        k = keys + key_pe
         attn_out = layer.cross_attn_image_to_token(q=k, k=q, v=queries)
     keys = keys + attn_out
     keys = layer.norm4(keys)

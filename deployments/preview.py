@@ -11,13 +11,12 @@ how the server's full-size mask is made (``edges.upsample_logits``), to within o
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
-from PIL import Image
 
 from .messages import Cutout, SegmentResult
+from .png import encode_png
 
 # Grey levels per logit at most: logits that are all nearly zero (a flat mask) are not magnified past this.
 MAX_SCALE = 1024.0
@@ -30,13 +29,14 @@ def choose_mask(scores: np.ndarray) -> int:
 
 def encode_logits(logits: np.ndarray) -> tuple[np.ndarray, float]:
     """(grey, scale): grey = round(127.5 + scale * logit) in 0..255, >= 128 exactly where the logit is > 0."""
-    logits = np.asarray(logits, dtype=np.float64)
-    largest = float(np.abs(logits).max(initial=0.0))
-    scale = min(MAX_SCALE, 127.0 / largest) if largest > 0 else MAX_SCALE
-    grey = np.clip(np.floor(127.5 + scale * logits + 0.5), 0, 255).astype(np.uint8)
-    grey[logits > 0] = np.maximum(grey[logits > 0], 128)  # a positive logit never lands on 127, nor <= 0 on 128
-    grey[logits <= 0] = np.minimum(grey[logits <= 0], 127)
-    return grey, float(f"{scale:.6g}")
+    logits = np.asarray(logits, dtype=np.float32)
+    largest = max(float(logits.max(initial=0.0)), -float(logits.min(initial=0.0)))
+    scale = float(f"{min(MAX_SCALE, 127.0 / largest) if largest > 0 else MAX_SCALE:.6g}")  # as the header says it
+    # floor(128 + scale * logit) is >= 128 for every positive logit; a logit <= 0 lands on 128 only when the
+    # product rounds to 0, and is moved to 127.
+    grey = np.clip(np.floor(logits * np.float32(scale) + np.float32(128.0)), 0, 255).astype(np.uint8)
+    grey -= (grey == 128) & (logits <= 0)
+    return grey, scale
 
 
 def preview_cutout(seg: SegmentResult) -> Cutout:
@@ -44,9 +44,8 @@ def preview_cutout(seg: SegmentResult) -> Cutout:
     start = time.perf_counter()
     index = choose_mask(seg.scores)
     grey, scale = encode_logits(seg.logits[index])
-    buffer = io.BytesIO()
-    Image.fromarray(grey).save(buffer, format="PNG", compress_level=1)
+    data = encode_png(grey, level=1)
     timings = {**seg.timings_ms, "preview": round((time.perf_counter() - start) * 1000, 2)}
-    return Cutout(data=buffer.getvalue(), media_type="image/png", width=grey.shape[1], height=grey.shape[0],
+    return Cutout(data=data, media_type="image/png", width=grey.shape[1], height=grey.shape[0],
                   score=float(seg.scores[index]), image_id=seg.image_id, cache_hit=seg.cache_hit, timings_ms=timings,
                   preview_scale=scale)

@@ -18,7 +18,7 @@ class PreparedImages:
     MAX_IMAGES = 8  # a few images' worth (14 MB each in FP32): the ones people are clicking on right now
 
     def __init__(self, model: torch.nn.Module, pos_src: torch.Tensor, no_mask_dense: torch.Tensor):
-        self._model, self._pos_src, self._no_mask_dense = model, pos_src, no_mask_dense
+        self._model, self._key_pe, self._no_mask_dense = model, decoder.tokens(pos_src), no_mask_dense
         self._entries: LRUCache[int, tuple[weakref.ref, decoder.PreparedImage]] = LRUCache(
             max_entries=self.MAX_IMAGES, size=lambda _: 0)
 
@@ -28,7 +28,7 @@ class PreparedImages:
             return entry[1]
         prepared = decoder.prepare(self._model, embedding.image_embed.float(),
                                    tuple(feat.float() for feat in embedding.high_res_feats),
-                                   self._pos_src, self._no_mask_dense)
+                                   self._key_pe, self._no_mask_dense)
         for dead, _ in [item for item in self._entries.items() if item[1][0]() is None]:  # evicted from the cache
             self._entries.pop(dead)
         self._entries.put(id(embedding), (weakref.ref(embedding), prepared))

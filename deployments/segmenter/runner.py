@@ -50,7 +50,6 @@ class Segmenter:
             pos_src = torch.repeat_interleave(dense_pe, 1, dim=0)
             no_mask_dense = self.model.sam_prompt_encoder(points=None, boxes=None, masks=None)[1]
         self.prepared = PreparedImages(self.model, pos_src, no_mask_dense)
-        self._pos_src = pos_src
         self.graphs = EncoderGraphs(self._encode_tensor, self.autocast, size, self.device)
         if config.cuda_graphs and self.device.type == "cuda":
             self.graphs.capture(config.max_batch_size)
@@ -80,8 +79,7 @@ class Segmenter:
         with torch.inference_mode():
             points = self._prompt_points(prompt, embedding.image_hw)
             sparse, _ = self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
-            logits, scores = decoder.decode(self.model, self.prepared.get(embedding), self._pos_src, sparse,
-                                            prompt.multimask)
+            logits, scores = decoder.decode(self.model, self.prepared.get(embedding), sparse, prompt.multimask)
             # FP16 on the wire when the model ran in FP16: half the bytes, the same masks.
             out_dtype = torch.float16 if self.autocast_dtype is not None else torch.float32
             logits = logits[0].clamp(-6e4, 6e4).to(out_dtype)  # inside FP16's range, so never infinite
