@@ -75,7 +75,7 @@ def decode(model, prepared: PreparedImage, sparse: torch.Tensor,
     else:
         dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
         feat_s0, feat_s1 = prepared.high_res
-        upscaled_embedding = act1(ln1(_upscale(dc1, src).add_(feat_s1)))
+        upscaled_embedding = act1(_layer_norm_2d_(ln1, _upscale(dc1, src).add_(feat_s1)))
         upscaled_embedding = act2(_upscale(dc2, upscaled_embedding).add_(feat_s0))
     hyper_in = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :])
                             for i in range(decoder.num_mask_tokens)], dim=1)
@@ -104,6 +104,15 @@ def _upscale(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((b, c_out, h, 2, w, 2), dtype=x.dtype, device=x.device)  # the shuffle adds the bias
     torch.add(blocks, conv.bias.view(1, c_out, 1, 1, 1, 1), out=out)
     return out.view(b, c_out, 2 * h, 2 * w)
+
+
+def _layer_norm_2d_(norm, x: torch.Tensor) -> torch.Tensor:
+    """sam2's ``LayerNorm2d`` (the same operations: the same numbers) in place on ``x``, which nothing else holds."""
+    u = x.mean(1, keepdim=True)
+    x.sub_(u)
+    s = x.pow(2).mean(1, keepdim=True)
+    x.div_(torch.sqrt(s + norm.eps))
+    return x.mul_(norm.weight[:, None, None]).add_(norm.bias[:, None, None])
 
 
 def _transformer(transformer, prepared: PreparedImage, point_embedding: torch.Tensor):
