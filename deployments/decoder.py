@@ -31,7 +31,7 @@ class PreparedImage:
     high_res: tuple[torch.Tensor, ...]  # FP32 high-resolution features for the upscaler
 
 
-def tokens(image_pe: torch.Tensor) -> torch.Tensor:
+def as_tokens(image_pe: torch.Tensor) -> torch.Tensor:
     """(1, C, h, w) -> (1, h*w, C), contiguous."""
     return image_pe.flatten(2).permute(0, 2, 1).contiguous()
 
@@ -39,11 +39,11 @@ def tokens(image_pe: torch.Tensor) -> torch.Tensor:
 def prepare(model, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, ...], key_pe: torch.Tensor,
             no_mask_dense: torch.Tensor) -> PreparedImage:
     """The image-only terms of ``MaskDecoder.predict_masks`` (repeat_image=False) for a prompt without a mask;
-    ``key_pe`` is ``tokens(image_pe)``."""
+    ``key_pe`` is ``as_tokens(image_pe)``."""
     decoder = model.sam_mask_decoder
     first = decoder.transformer.layers[0]
     src = image_embed + no_mask_dense
-    keys = tokens(src)
+    keys = as_tokens(src)
     keys_pe = keys + key_pe
     projections = (first.cross_attn_token_to_image.k_proj(keys_pe), first.cross_attn_token_to_image.v_proj(keys),
                    first.cross_attn_image_to_token.q_proj(keys_pe))

@@ -93,8 +93,9 @@ def _check_preview(format, background, crop, feather, refine) -> None:
     asked = [name for name, value in (("background", background not in (None, "")), ("crop", crop),
                                       ("feather", feather), ("refine", refine)) if value]
     if asked:
+        verb = "applies" if len(asked) == 1 else "apply"
         raise errors.invalid_option("preview_options", f"a preview is the plain mask at SAM's resolution; "
-                                    f"{', '.join(asked)} {'applies' if len(asked) == 1 else 'apply'} to the full-size answer: drop `preview` or them")
+                                    f"{', '.join(asked)} {verb} to the full-size answer: drop `preview` or them")
 
 
 def check_output_size(options: OutputOptions, width: int, height: int) -> None:

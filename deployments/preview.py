@@ -3,10 +3,10 @@ by the ingress from the segmenter's result, with no postprocess hop and 65,536 p
 photo's size. SAM 2 squashes every photo to 1024x1024, so the grid covers the whole photo.
 
 The grey is linear in the logit, ``127.5 + scale * logit`` rounded, with ``scale`` (sent as ``X-Preview-Scale``)
-chosen so that the largest logit just fits: no value is clipped, so a client that stretches the grid over the
-photo with bilinear filtering (a canvas's ``drawImage`` does) gets the bilinear upsampling of the logits, which is
-how the server's full-size mask is made (``edges.upsample_logits``), to within one grey level (1/scale logits).
-``>= 128`` is the mask, at any size; the page then applies the edge's ramp (``edges.ALPHA_PER_LOGIT``).
+chosen so that the largest logit just fits: no value is clipped, so a client reads the logits back to within half
+a grey level (0.5/scale), upsamples them bilinearly as the server makes its full-size mask
+(``edges.upsample_logits``), and > 0 is the mask. The web page does this itself (``static/app.js``,
+``previewAlpha``): a canvas's own bilinear stretch of the grey rounds in 8 bits, which moves a flat mask's edge.
 """
 
 from __future__ import annotations

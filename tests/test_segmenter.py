@@ -119,7 +119,7 @@ def test_prepared_decoder_equals_sam2_mask_decoder_bit_for_bit(segmenter, multim
             image_embeddings=image_embed, image_pe=dense_pe, sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
             high_res_features=list(high_res))
-        prepared = decoder.prepare(model, image_embed, high_res, decoder.tokens(pos_src), no_mask_dense)
+        prepared = decoder.prepare(model, image_embed, high_res, decoder.as_tokens(pos_src), no_mask_dense)
         for _ in range(2):  # and again from the same prepared image, as a second click does
             masks, iou = decoder.decode(model, prepared, sparse, multimask)
             assert torch.equal(masks, expected_masks) and torch.equal(iou, expected_iou)

@@ -183,8 +183,9 @@ class IngressRoutes:
         refine: bool = Form(False, description="refine the edge with the full-resolution photo (closed-form "
                             "matting; slower, see README)"),
         preview: bool = Form(False, description="the mask at SAM's own 256x256 over the whole photo, for showing "
-                             "a click at once: a greyscale PNG, 127.5 + X-Preview-Scale * logit; stretch it over "
-                             "the photo (bilinear) and >= 128 is the mask. No background, crop, feather or refine"),
+                             "a click at once: a greyscale PNG, 127.5 + X-Preview-Scale * logit; upsample the "
+                             "logits over the photo (bilinear) and > 0 is the mask. No background, crop, feather or "
+                             "refine"),
         accept: str | None = Header(None, include_in_schema=False),
     ) -> Response:
         options = dict(format=format, accept=accept, mask_only=mask_only, background=background, crop=crop,

@@ -18,7 +18,7 @@ class PreparedImages:
     MAX_IMAGES = 8  # a few images' worth (14 MB each in FP32): the ones people are clicking on right now
 
     def __init__(self, model: torch.nn.Module, pos_src: torch.Tensor, no_mask_dense: torch.Tensor):
-        self._model, self._key_pe, self._no_mask_dense = model, decoder.tokens(pos_src), no_mask_dense
+        self._model, self._key_pe, self._no_mask_dense = model, decoder.as_tokens(pos_src), no_mask_dense
         self._entries: LRUCache[int, tuple[weakref.ref, decoder.PreparedImage]] = LRUCache(
             max_entries=self.MAX_IMAGES, size=lambda _: 0)
 

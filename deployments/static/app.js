@@ -16,7 +16,7 @@ const state = {
   points: [], labels: [], // in pixels of the (EXIF-oriented) photo; 1 keep, 0 exclude
   mode: 1, view: "mask",
   mask: null, // the newest mask (ImageBitmap, grey): a preview, SAM's 256x256 grid over the whole photo
-  maskScale: 0, // the preview's grey levels per logit (X-Preview-Scale)
+  maskScale: 0, // the preview's grey levels per logit (X-Preview-Scale, always sent with a preview)
   request: 0, // newest mask request; older answers are dropped
   controller: null,
 };
@@ -198,8 +198,8 @@ async function update() {
   setBusy(true);
   const started = performance.now();
   try {
-    // The preview (SAM's 256x256 mask, answered without the postprocess stage) is all the overlay needs: the
-    // canvas stretches it over the photo with the same bilinear filter the server's full-size mask comes from.
+    // The preview (SAM's 256x256 mask, answered without the postprocess stage) is all the overlay needs:
+    // previewAlpha upsamples it over the photo the way the server makes its full-size mask.
     const response = await post("v1/cutout", cutoutForm({ preview: "true" }), controller.signal);
     const blob = await response.blob();
     if (request !== state.request) return;
@@ -231,13 +231,11 @@ function displaySize() {
   return [Math.max(1, Math.round(rect.width * ratio)), Math.max(1, Math.round(rect.height * ratio))];
 }
 
-function pixelsOf(bitmap, w, h) {
+function canvasOf(w, h) {
   const canvas = document.createElement("canvas");
   canvas.width = w;
   canvas.height = h;
-  const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(bitmap, 0, 0, w, h);
-  return [canvas, ctx, ctx.getImageData(0, 0, w, h)];
+  return [canvas, canvas.getContext("2d", { willReadFrequently: true })];
 }
 
 function bilinearTaps(size, gridSize) {
@@ -257,7 +255,9 @@ function previewAlpha(bitmap, data, w, h, scale) {
   // makes its full-size mask (not by the canvas's filter, whose 8-bit arithmetic moves a flat mask's edge),
   // then the server's edge ramp (deployments/edges.py, ALPHA_PER_LOGIT); > 0 is the mask.
   const gw = bitmap.width, gh = bitmap.height;
-  const grey = pixelsOf(bitmap, gw, gh)[2].data;
+  const ctx = canvasOf(gw, gh)[1];
+  ctx.drawImage(bitmap, 0, 0);
+  const grey = ctx.getImageData(0, 0, gw, gh).data;
   const logits = new Float32Array(gw * gh);
   for (let i = 0; i < logits.length; i++) logits[i] = (grey[4 * i] - 127.5) / scale;
   const [x0, x1, wx] = bilinearTaps(w, gw);
@@ -269,22 +269,19 @@ function previewAlpha(bitmap, data, w, h, scale) {
       const lower = logits[bottom + x0[x]] + (logits[bottom + x1[x]] - logits[bottom + x0[x]]) * wx[x];
       const logit = upper + (lower - upper) * fy;
       const ramp = Math.min(255, Math.max(0, Math.ceil(127 + ALPHA_PER_LOGIT * logit)));
-      data[4 * (y * w + x) + 3] = logit > 0 ? Math.max(ramp, 128) : Math.min(ramp, 127);
+      const i = 4 * (y * w + x);
+      data[i] = data[i + 1] = data[i + 2] = 255;
+      data[i + 3] = logit > 0 ? Math.max(ramp, 128) : Math.min(ramp, 127);
     }
   }
 }
 
 function maskToAlpha(bitmap) {
-  // The mask as alpha for canvas compositing, at the shown size: a preview (state.maskScale) through
-  // previewAlpha, a full-size grey mask as it is.
+  // The preview as white with the mask's alpha, at the shown size, for canvas compositing.
   const [w, h] = displaySize();
-  const [canvas, ctx, pixels] = pixelsOf(bitmap, w, h);
-  const data = pixels.data;
-  if (state.maskScale) previewAlpha(bitmap, data, w, h, state.maskScale);
-  for (let i = 0; i < data.length; i += 4) {
-    if (!state.maskScale) data[i + 3] = data[i];
-    data[i] = data[i + 1] = data[i + 2] = 255;
-  }
+  const [canvas, ctx] = canvasOf(w, h);
+  const pixels = ctx.createImageData(w, h);
+  previewAlpha(bitmap, pixels.data, w, h, state.maskScale);
   ctx.putImageData(pixels, 0, 0);
   return canvas;
 }

@@ -109,13 +109,15 @@ def _execute_resuming(job: Job, todo: list[Photo], log: ErrorLog, summary: Summa
 
     memory = WorkerMemory()
     reported: set[str] = set()
-    for attempt in range(RESUMES + 1):
+    resumes = 0
+    while True:
         try:
             _execute(job, todo, log, summary, start, memory, reported)
             return memory.rows()
         except ray.exceptions.RayError as exc:
-            if attempt == RESUMES:
+            if resumes == RESUMES:
                 raise
+            resumes += 1
             written = existing_outputs(job.output)
             for photo in todo:
                 if photo.output in written and photo.path not in reported:
@@ -124,10 +126,9 @@ def _execute_resuming(job: Job, todo: list[Photo], log: ErrorLog, summary: Summa
                     log.rows.pop(photo.path, None)
             todo = [photo for photo in todo if photo.path not in reported]
             print(f"bgremove batch: the cluster failed under the job ({type(exc).__name__}: {exc}); "
-                  f"resuming {len(todo)} photo(s) ({attempt + 1} of {RESUMES})", file=sys.stderr)
+                  f"resuming {len(todo)} photo(s) ({resumes} of {RESUMES})", file=sys.stderr)
             if not todo:
                 return memory.rows()
-    return memory.rows()
 
 
 def _execute(job: Job, todo: list[Photo], log: ErrorLog, summary: Summary, start: float, memory: WorkerMemory,

@@ -31,8 +31,8 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
         clicks = [([centre(width, height), [width * 0.1 + i, height * 0.1]], [1, 0]) for i in range(repeat_clicks)]
         # The primary size in rounds: a first click on a new photo, then a share of the repeat clicks on the
         # uploaded one; the same again with mask-only answers, repeat clicks asking for the preview (what the web
-        # page asks for on each click), then the echo app on the same requests. The medians come from the same minutes, so their ratios hold on a machine
-        # whose speed drifts.
+        # page asks for on each click), then the echo app on the same requests. The medians come from the same
+        # minutes, so their ratios hold on a machine whose speed drifts.
         photos = [jpeg(width, height, seed=seed + i) for i in range(first_clicks)]
         mask_photos = [jpeg(width, height, seed=seed + 500 + i) for i in range(first_clicks)]
         firsts: dict[bool, list[tuple[float, dict]]] = {False: [], True: []}

@@ -2,8 +2,7 @@
 
 A click's work is what its ``Server-Timing`` reports as computing: ``read`` (the upload decoded in the ingress),
 ``embed`` and ``mask`` (the model), ``postprocess`` (edge, compositing, encoding), ``preview`` (a preview's
-encoding, in the ingress). Its overhead is the client's
-time minus that work, split as far as the header allows:
+encoding, in the ingress). Its overhead is the client's time minus that work, split as far as the header allows:
 
 * ``proxy_and_http_ms``: client time minus the ingress's ``total``: Serve's HTTP proxy, the connection, FastAPI's
   parsing and middleware, writing the answer;
