@@ -94,6 +94,7 @@ class SegmentRequest:
     image_id: str
     image: ImageRef  # the model-size copy (long side <= 1024), fetched only on a cache miss
     prompt: Prompt  # in pixels of that copy
+    sent_at: float = 0.0  # the ingress's hops.now() when it sent this (0: in process)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class SegmentResult:
     scores: np.ndarray  # (C,) SAM's predicted IoU per mask
     cache_hit: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
+    done_at: float = 0.0  # the segmenter replica's hops.now() when it answered (0: in process)
 
 
 OutputFormat = Literal["png", "webp", "jpeg"]
@@ -134,6 +136,7 @@ class Cutout:
     timings_ms: dict[str, float] = field(default_factory=dict)
     source_megapixels: float = 0.0
     preview_scale: float = 0.0  # a preview's grey levels per logit (deployments/preview.py); 0 otherwise
+    done_at: float = 0.0  # the postprocess replica's hops.now() when it answered (0: in process)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from ray import serve
 
+from . import hops
 from .edges import cutout_edge, warm_up
 from .geometry import subject_box
 from .messages import MEDIA_TYPES_BY_FORMAT, Cutout, ImageRef, OutputOptions, SegmentResult
@@ -121,9 +123,12 @@ class PostprocessDeployment:
 
     async def render(self, seg: SegmentResult, image: ImageRef, options: OutputOptions,
                      source_alpha: ImageRef | None = None) -> Cutout:
+        arrived_at = hops.now()
         rgb = await image.resolve()
         alpha = await source_alpha.resolve() if source_alpha is not None else None
         cutout = await asyncio.get_running_loop().run_in_executor(
             self._workers, self.postprocessor.render, seg, rgb, options, alpha)
         self.metrics.timings(cutout.timings_ms, ("upsample", "refine", "output", "postprocess"))
-        return cutout
+        timings = dict(cutout.timings_ms)
+        hops.record(timings, hops.TO_POSTPROCESS, seg.done_at, arrived_at)
+        return replace(cutout, timings_ms=timings, done_at=hops.now())

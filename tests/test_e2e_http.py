@@ -237,6 +237,31 @@ def test_preview_is_the_mask_at_sams_resolution_answered_without_the_postprocess
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "preview_options")
 
 
+def _timings(response: httpx.Response) -> dict[str, float]:
+    from serve_app.bench.stats import server_timing
+
+    assert response.status_code == 200, response.text
+    return server_timing(response.headers["Server-Timing"])
+
+
+def test_each_hop_between_replicas_is_timed_and_fits_inside_the_ingress_total(app_url):
+    """A cut-out crosses three hops (ingress -> segmenter -> postprocess -> ingress), a preview two; each is timed
+    by the two replicas' wall clocks (one machine here), and the hops and the stages' own time never add up to more
+    than the ingress's total, which spans them all."""
+    from deployments import hops
+
+    info = post(app_url, "/v1/images", files={"image": ("p.jpg", jpeg(320, 240, seed=33), "image/jpeg")}).json()
+    fields = {"image_id": info["image_id"], "points": "[[160, 120]]"}
+    cutout = _timings(post(app_url, "/v1/cutout", data=fields))
+    preview = _timings(post(app_url, "/v1/cutout", data={**fields, "preview": "true"}))
+    assert set(hops.NAMES) <= set(cutout)
+    assert {hops.TO_SEGMENTER, hops.BACK} <= set(preview) and hops.TO_POSTPROCESS not in preview
+    for timings, stages in ((cutout, ("segment", "postprocess")), (preview, ("segment", "preview"))):
+        spent = [timings[name] for name in hops.NAMES if name in timings]
+        assert all(hop > 0 for hop in spent), timings
+        assert sum(spent) + sum(timings[stage] for stage in stages) <= timings["total"] + 0.1, timings
+
+
 def test_unknown_image_id_is_404_telling_to_upload_again(app_url):
     response = post(app_url, "/v1/cutout", data={"image_id": "0" * 32, "points": "[[1, 1]]"})
     assert response.status_code == 404

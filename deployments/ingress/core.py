@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Protocol
 
-from .. import errors
+from .. import errors, hops
 from ..imaging import DecodedImage, check_image_id, decode_image, scoped_image_id
 from ..lru import LRUCache
 from ..messages import Cutout, ImageRef, OutputOptions, SegmentRequest, SegmentResult, StoredImage
@@ -117,11 +117,15 @@ class IngressCore:
         model_prompt = parse_model_prompt(points, labels, box, source.width, source.height, source.model_image.shape,
                                           self.limits.max_points)
         check_output_size(options, source.width, source.height)
-        seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model_image, model_prompt))
+        seg = self.stages.segment(SegmentRequest(source.embedding_id, source.model_image, model_prompt,
+                                                 sent_at=hops.now()))
         if options.preview:  # answered here from the logits: no postprocess hop (deployments/preview.py)
-            cutout = preview_cutout(await seg)
+            result = await seg
+            hops.record(timings, hops.BACK, result.done_at)
+            cutout = preview_cutout(result)
         else:
             cutout = await self.stages.render(seg, source.full, options, source.alpha)
+            hops.record(timings, hops.BACK, cutout.done_at)
         image_id = source.image_id
         if storing is not None:
             if await storing:

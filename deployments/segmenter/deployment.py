@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from ray import serve
 
-from .. import errors
+from .. import errors, hops
 from ..messages import ImageRef, SegmentRequest, SegmentResult
 from ..metrics import SegmenterMetrics
 from ..settings import SegmenterConfig
@@ -34,15 +34,16 @@ class SegmenterDeployment:
         self.metrics = SegmenterMetrics()
 
     async def segment(self, request: SegmentRequest) -> SegmentResult:
-        start = time.perf_counter()
+        start, arrived_at = time.perf_counter(), hops.now()
         embedding, hit, timings = await self.embeddings.get(request.image_id, request.image)
+        hops.record(timings, hops.TO_SEGMENTER, request.sent_at, arrived_at)
         decode_start = time.perf_counter()
         logits, scores = await self._on_model_thread(predict_or_error, self.segmenter.predict, embedding,
                                                      request.prompt)
         timings["mask"] = elapsed_ms(decode_start)
         timings["segment"] = elapsed_ms(start)
         self.metrics.request(hit, timings, self.segmenter.cache.stats(), self.segmenter.gpu_memory_bytes())
-        return SegmentResult(request.image_id, logits, scores, hit, timings)
+        return SegmentResult(request.image_id, logits, scores, hit, timings, done_at=hops.now())
 
     async def cache_embedding(self, image_id: str, image: ImageRef) -> bool:
         """Computes and caches an image's embedding ahead of its first click; returns whether it was cached."""

@@ -2,7 +2,7 @@
 the README and the Makefile call them), and one JSON object printed per run.
 
   bgremove bench [graph]              the graph over HTTP against the old design (--routing etc. absent)
-  bgremove bench overhead             the same plus an echo app and each click's overhead   (--overhead)
+  bgremove bench overhead             the same plus the echo and chain apps, each click's overhead (--overhead)
   bgremove bench routing [UxC]        routers compared on 2 segmenter replicas               (--routing UxC)
   bgremove bench segmenter            the segmenter class alone, per precision               (--segmenter)
   bgremove bench batch                the Ray Data job against a serial loop                 (--batch)
@@ -20,7 +20,8 @@ from .stats import device_name, parse_size
 
 SCENARIOS = {
     "graph": "first and repeat clicks over HTTP, throughput, the old single-process design (the default)",
-    "overhead": "the graph benchmark plus a bare Serve echo app and each click's overhead over its stages' work",
+    "overhead": "the graph benchmark plus a bare Serve echo app, the graph's shape with no work (chain app) and "
+                "each click's overhead over its stages' work, hop by hop",
     "routing": "compare routers on 2 segmenter replicas, USERSxCLICKS (default 20x5)",
     "segmenter": "the segmenter class alone; --precision fp32,fp16,... compares precisions",
     "batch": "the Ray Data catalogue job against a serial loop",

@@ -18,9 +18,11 @@ from .stats import centre, parse_size, percentiles, stage_medians
 
 
 async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int, repeat_clicks: int,
-                      concurrency: list[int], seed: int, echo_url: str | None = None) -> dict[str, Any]:
+                      concurrency: list[int], seed: int, echo_url: str | None = None,
+                      chain_url: str | None = None) -> dict[str, Any]:
     client = GraphClient(url)
     echo = GraphClient(echo_url) if echo_url else None
+    chain = GraphClient(chain_url) if chain_url else None
     report: dict[str, Any] = {"sizes": {}, "concurrency": {}}
     try:
         # Warm every stage (model kernels, connections) on a photo that is not measured.
@@ -31,14 +33,15 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
         clicks = [([centre(width, height), [width * 0.1 + i, height * 0.1]], [1, 0]) for i in range(repeat_clicks)]
         # The primary size in rounds: a first click on a new photo, then a share of the repeat clicks on the
         # uploaded one; the same again with mask-only answers, repeat clicks asking for the preview (what the web
-        # page asks for on each click), then the echo app on the same requests. The medians come from the same
-        # minutes, so their ratios hold on a machine whose speed drifts.
+        # page asks for on each click), then the echo app and the chain app on the same requests. The medians come
+        # from the same minutes, so their ratios hold on a machine whose speed drifts.
         photos = [jpeg(width, height, seed=seed + i) for i in range(first_clicks)]
         mask_photos = [jpeg(width, height, seed=seed + 500 + i) for i in range(first_clicks)]
         firsts: dict[bool, list[tuple[float, dict]]] = {False: [], True: []}
         repeats: dict[bool, list[tuple[float, dict]]] = {False: [], True: []}
         previews: list[tuple[float, dict]] = []
         echoes: list[tuple[float, dict]] = []
+        chained: list[tuple[float, dict]] = []
         for index, photo_pair in enumerate(zip(photos, mask_photos)):
             share = clicks[index * len(clicks) // len(photos):(index + 1) * len(clicks) // len(photos)]
             for mask_only, data in zip((False, True), photo_pair):
@@ -49,6 +52,8 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
                 previews.append(await client.repeat_click(image_id, points, labels, preview=True))
             for points, labels in share if echo else ():
                 echoes.append(await echo.repeat_click(image_id, points, labels))
+            for points, labels in share if chain else ():
+                chained.append(await chain.repeat_click(image_id, points, labels))
         report["sizes"][f"{width}x{height}"] = {"first_click_ms": percentiles([r[0] for r in firsts[False]]),
                                                 "stages_ms": stage_medians(firsts[False])}
         report["first_click_mask_only_ms"] = percentiles([r[0] for r in firsts[True]])
@@ -63,7 +68,7 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
             report.update(overhead_fields({"repeat_click": repeats[False], "repeat_click_mask_only": repeats[True],
                                            "repeat_click_preview": previews, "first_click": firsts[False],
                                            "first_click_mask_only": firsts[True]},
-                                          echoes))
+                                          echoes, chained))
 
         for index, (width, height) in enumerate(sizes[1:], start=1):
             photos = [jpeg(width, height, seed=seed + 1000 * index + i) for i in range(first_clicks)]
@@ -90,13 +95,14 @@ async def bench_graph(url: str, sizes: list[tuple[int, int]], first_clicks: int,
             }
     finally:
         await client.close()
-        if echo:
-            await echo.close()
+        for other in (echo, chain):
+            if other:
+                await other.close()
     return report
 
 
 async def _repeat_answer(url: str, size: tuple[int, int], seed: int) -> bytes:
-    """A repeat click's answer at the primary size: what the echo app sends back."""
+    """A repeat click's answer at the primary size: what the echo and chain apps send back."""
     client = GraphClient(url)
     try:
         image_id = await client.upload(jpeg(*size, seed=seed + 78))
@@ -110,22 +116,25 @@ def run_graph(args: argparse.Namespace, report: dict[str, Any]) -> None:
     from .local_graph import start_graph
 
     if args.overhead and args.url:
-        raise SystemExit("bench overhead starts the graph here (its echo app runs behind the same proxy): drop --url")
+        raise SystemExit("bench overhead starts the graph here (its echo and chain apps run behind the same proxy): "
+                         "drop --url")
     measure_graph(args.url or start_graph(args), args, report)
 
 
 def measure_graph(url: str, args: argparse.Namespace, report: dict[str, Any]) -> None:
     """The graph at ``url``, its summary fields and, as the flags ask, the baseline, the floor (a graph started
-    here) and the echo app (deployed on the Serve instance this process is connected to)."""
+    here) and the echo and chain apps (deployed on the Serve instance this process is connected to)."""
     sizes = [parse_size(s) for s in args.sizes.split(",")]
-    echo_url = None
+    echo_url = chain_url = None
     if args.overhead:
-        from .echo import ROUTE_PREFIX, deploy_echo
+        from . import chain, echo
 
-        deploy_echo(asyncio.run(_repeat_answer(url, sizes[0], args.seed)))
-        echo_url = url + ROUTE_PREFIX
+        answer = asyncio.run(_repeat_answer(url, sizes[0], args.seed))
+        echo.deploy_echo(answer)
+        chain.deploy_chain(answer)
+        echo_url, chain_url = url + echo.ROUTE_PREFIX, url + chain.ROUTE_PREFIX
     graph = asyncio.run(bench_graph(url, sizes, args.first_clicks, args.repeat_clicks,
-                                    [int(c) for c in args.concurrency.split(",")], args.seed, echo_url))
+                                    [int(c) for c in args.concurrency.split(",")], args.seed, echo_url, chain_url))
     report.update(graph)
     primary = f"{sizes[0][0]}x{sizes[0][1]}"
     report["first_click_ms"] = graph["sizes"][primary]["first_click_ms"]
