@@ -1,5 +1,5 @@
-"""Hops: how long a message between two replicas spends in transit (Serve's routing, (de)serialisation, the object
-store, the receiving replica's queue), measured by the sender's and the receiver's wall clocks.
+"""Hops: how long a message between two replicas spends in transit (Serve's routing and queues, (de)serialisation,
+the object store), measured by the sender's and the receiver's wall clocks.
 
 The sender stamps the message with ``now()``; the receiver ``record``s the difference in its timings, which reach
 the client in ``Server-Timing``. Exact between processes on one machine; across nodes the figure is off by the
