@@ -26,7 +26,6 @@ class PreparedImage:
     keys: torch.Tensor  # image embedding + no-mask embedding as tokens, (1, h*w, C)
     size: tuple[int, int]  # (h, w) of the embedding grid
     key_pe: torch.Tensor  # the positional encoding as tokens, (1, h*w, C); the same for every image
-    keys_pe: torch.Tensor  # keys + key_pe
     first_layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # token->image k, v; image->token q projections
     high_res: tuple[torch.Tensor, ...]  # FP32 high-resolution features for the upscaler
 
@@ -47,7 +46,7 @@ def prepare(model, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, ...]
     keys_pe = keys + key_pe
     projections = (first.cross_attn_token_to_image.k_proj(keys_pe), first.cross_attn_token_to_image.v_proj(keys),
                    first.cross_attn_image_to_token.q_proj(keys_pe))
-    return PreparedImage(keys, tuple(src.shape[-2:]), key_pe, keys_pe, projections, tuple(high_res))
+    return PreparedImage(keys, tuple(src.shape[-2:]), key_pe, projections, tuple(high_res))
 
 
 def decode(model, prepared: PreparedImage, sparse: torch.Tensor,

@@ -15,7 +15,9 @@ class PreparedImages:
     """Keyed by the embedding object itself (weakly): an embedding evicted from the cache cannot be matched by a
     new one that reuses its ``id``."""
 
-    MAX_IMAGES = 8  # a few images' worth (14 MB each in FP32): the ones people are clicking on right now
+    # A few images' worth, the ones people are clicking on right now: 22 MB each in FP32, whatever the model size
+    # (SAM 2.1's mask decoders are all alike).
+    MAX_IMAGES = 8
 
     def __init__(self, model: torch.nn.Module, pos_src: torch.Tensor, no_mask_dense: torch.Tensor):
         self._model, self._key_pe, self._no_mask_dense = model, decoder.as_tokens(pos_src), no_mask_dense
