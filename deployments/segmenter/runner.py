@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import decoder, errors
+from .. import decoder, errors, host_memory
 from ..lru import LRUCache
 from ..messages import Prompt, SegmentResult
 from ..sam_model import build_model, resolve_device, resolve_precision
@@ -70,7 +70,9 @@ class Segmenter:
             for i, image in enumerate(images):
                 per_image = [self._for_cache(level[i:i + 1]) for level in feats]
                 embeddings.append(Embedding(per_image[-1], tuple(per_image[:-1]), tuple(image.shape[:2])))
-            return embeddings
+        if self.device.type == "cpu":  # the activations were host memory (on CUDA they stay in torch's own pool)
+            host_memory.release_free_memory()
+        return embeddings
 
     def predict(self, embedding: Embedding, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """Prompt encoder + mask decoder: (C, 256, 256) logits and (C,) scores; C = 3 if prompt.multimask."""

@@ -1,0 +1,50 @@
+"""deployments/host_memory.py: freed heap memory goes back to the OS, and the segmenter does it after a CPU pass."""
+
+import ctypes
+import ctypes.util
+import platform
+from pathlib import Path
+
+import pytest
+
+from deployments import host_memory
+
+MiB = 2**20
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+
+
+def anonymous_bytes() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["RssAnon"].split()[0]) * 1024
+
+
+@glibc_only
+def test_release_gives_freed_heap_pages_back_that_free_alone_keeps():
+    """64 KB blocks (under glibc's mmap threshold, so they come from the heap), all freed but the last: the one
+    still in use pins the heap's top, so free() alone returns nothing, as after an encoder pass's activations."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size, count = 64 * 1024, 2000  # 125 MiB
+    blocks = [libc.malloc(size) for _ in range(count)]
+    for block in blocks:
+        ctypes.memset(block, 1, size)  # make the pages resident
+    for block in blocks[:-1]:
+        libc.free(block)
+    after_free = anonymous_bytes()
+    assert host_memory.release_free_memory()
+    after_release = anonymous_bytes()
+    libc.free(blocks[-1])
+    assert after_free - after_release > 100 * MiB, (after_free / MiB, after_release / MiB)
+
+
+def test_a_cpu_encoder_pass_gives_its_freed_memory_back(monkeypatch):
+    from deployments.segmenter import Segmenter
+    from deployments.settings import SegmenterConfig
+    from images import photo
+
+    segmenter = Segmenter(SegmenterConfig(model="tiny", checkpoint="random", device="cpu"), progress=False)
+    calls = []
+    monkeypatch.setattr(host_memory, "release_free_memory", lambda: calls.append(1) or True)
+    segmenter.encode([photo(320, 240, seed=1), photo(200, 150, seed=2)])
+    assert len(calls) == 1  # once per pass, after it
