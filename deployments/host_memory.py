@@ -9,16 +9,14 @@ arenas, so a replica's RSS sat 100-300 MB above its working set, and by a differ
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 
 @functools.cache
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # no C library to load, or not glibc
+    try:  # the symbols the process already has: glibc's, on Linux with glibc
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl), or no dlopen(NULL) (Windows)
         return None
 
 
