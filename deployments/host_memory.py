@@ -1,9 +1,10 @@
 """Giving freed host memory back to the operating system.
 
-An encoder pass on a CPU allocates and frees a few hundred MB of activations. glibc keeps much of that in its
-arenas, so a replica's RSS sat 100-300 MB above its working set, and by a different amount after each photo
-(docs/benchmarks/host-memory.md). ``malloc_trim(0)`` returns the free pages of every arena; it costs ~12 ms on a
-1 GB heap, against a 2-3 s CPU encoder pass. Elsewhere than glibc (macOS, musl) it does nothing.
+An encoder pass on a CPU, or the decode of a large upload, allocates and frees hundreds of MB. glibc keeps much of
+that in its arenas (a block still in use pins the rest), so the segmenter sat 100-300 MB above its working set, by
+a different amount after each photo, and an ingress replica kept ~300 MB for good after a burst of 25 MP uploads
+(docs/benchmarks/host-memory.md). ``malloc_trim(0)`` returns the free pages of every arena: ~12 ms on the
+segmenter's 1 GB heap after a 2-3 s pass, under 1 ms on an ingress replica. Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations

@@ -149,6 +149,22 @@ def test_with_keys_an_upload_belongs_to_its_key_and_the_shared_cache_stays_hidde
     asyncio.run(scenario())
 
 
+def test_a_large_upload_hands_its_freed_decoding_memory_back_and_a_small_one_does_not(monkeypatch):
+    from deployments import host_memory
+    from deployments.ingress.core import RELEASE_AFTER_PIXELS
+    from images import jpeg
+
+    releases = []
+    monkeypatch.setattr(host_memory, "release_free_memory", lambda: releases.append(1) or True)
+    core = IngressCore(RecordingStages(), IngressLimits())
+    side = int(RELEASE_AFTER_PIXELS ** 0.5)
+    asyncio.run(core.upload(jpeg(side - 1, side - 1, seed=1)))
+    assert releases == []
+    asyncio.run(core.upload(jpeg(side, side, seed=2)))
+    asyncio.run(core.cutout(image=jpeg(side + 8, side, seed=3), points=[[5, 5]]))
+    assert releases == [1, 1]  # once per decode, uploads and cut-outs alike
+
+
 def test_at_most_max_concurrent_decodes_run_at_once_even_when_callers_give_up(monkeypatch):
     import threading
     import time as clock
