@@ -1,5 +1,5 @@
 """Helpers of the reliability suite (tests/test_reliability_*.py): its printed report, load generation over HTTP,
-and the replica processes of this test session's own Ray cluster."""
+the replica processes of this test session's own Ray cluster and their resident memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -93,6 +94,18 @@ def replica_processes(app_name: str, deployment: str):
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def resident_kib(pid: int, *kinds: str) -> int:
+    """The sum of ``kinds`` ("RssAnon", "RssFile", "RssShmem") of /proc/PID/status, in KiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return sum(int(fields[kind].split()[0]) for kind in kinds)
+
+
+def anonymous_bytes(pid: int) -> int:
+    """What the allocator holds: resident memory less the file-backed pages (library code, which pages in as it is
+    first run) and the shared ones (Ray's object store). What a leak grows."""
+    return resident_kib(pid, "RssAnon") * 1024
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.5, what: str = "condition"):

@@ -9,7 +9,6 @@ import asyncio
 import io
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from PIL import Image
 
 from deployments.imaging import _over_white
-from reliability import replica_processes, report, wait_until
+from reliability import anonymous_bytes, replica_processes, report, resident_kib, wait_until
 
 MiB = 1 << 20
 # What the README states: 20 concurrent 25 MP RGBA uploads raise an ingress replica's private memory (RSS without
@@ -51,19 +50,9 @@ def rgba_png(side: int = 5000) -> bytes:
     return buffer.getvalue()
 
 
-def _status_kib(pid: int, *names: str) -> int:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return sum(int(fields[name].split()[0]) for name in names)
-
-
 def private_bytes(pid: int) -> int:
     """RSS less the shared-memory pages (Ray's object store, which the replica writes decoded pixels into)."""
-    return _status_kib(pid, "RssAnon", "RssFile") * 1024
-
-
-def anonymous_bytes(pid: int) -> int:
-    """What the allocator holds: without the file-backed pages, which grow as library code is first run."""
-    return _status_kib(pid, "RssAnon") * 1024
+    return resident_kib(pid, "RssAnon", "RssFile") * 1024
 
 
 class PeakSampler(threading.Thread):

@@ -1,28 +1,23 @@
 """deployments/host_memory.py: freed heap memory goes back to the OS, and the segmenter does it after a CPU pass."""
 
 import ctypes
-import ctypes.util
+import os
 import platform
-from pathlib import Path
 
 import pytest
 
 from deployments import host_memory
+from reliability import anonymous_bytes
 
 MiB = 2**20
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
-
-
-def anonymous_bytes() -> int:
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["RssAnon"].split()[0]) * 1024
 
 
 @glibc_only
 def test_release_gives_freed_heap_pages_back_that_free_alone_keeps():
     """64 KB blocks (under glibc's mmap threshold, so they come from the heap), all freed but the last: the one
     still in use pins the heap's top, so free() alone returns nothing, as after an encoder pass's activations."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
     size, count = 64 * 1024, 2000  # 125 MiB
@@ -31,9 +26,9 @@ def test_release_gives_freed_heap_pages_back_that_free_alone_keeps():
         ctypes.memset(block, 1, size)  # make the pages resident
     for block in blocks[:-1]:
         libc.free(block)
-    after_free = anonymous_bytes()
+    after_free = anonymous_bytes(os.getpid())
     assert host_memory.release_free_memory()
-    after_release = anonymous_bytes()
+    after_release = anonymous_bytes(os.getpid())
     libc.free(blocks[-1])
     assert after_free - after_release > 100 * MiB, (after_free / MiB, after_release / MiB)
 

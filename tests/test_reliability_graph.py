@@ -22,7 +22,7 @@ import pytest
 
 import fault_injection
 from images import jpeg
-from reliability import replica_processes, report, run_load, wait_until
+from reliability import anonymous_bytes, replica_processes, report, run_load, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -145,15 +145,13 @@ def soak_url(serve_instance):
 
 
 def anonymous_memory_by_replica(app: str) -> dict[str, int]:
-    """Each replica's anonymous resident memory (its RSS less file-backed and shared pages): what a leak grows.
-    The file-backed part is excluded because it grows by itself: the shared libraries' code pages in as code paths
-    are first taken (observed +12 to +30 MB per replica over 16 rounds while the anonymous part stayed flat)."""
+    """Each replica's anonymous memory. Not its RSS: the file-backed part grows by itself as the shared libraries'
+    code pages in (observed +12 to +30 MB per replica over 16 rounds while the anonymous part stayed flat)."""
     anonymous = {}
     for deployment in ("Ingress", "Segmenter", "Postprocess", "ImageStore"):
         processes = replica_processes(app, deployment)
         assert len(processes) == 1, (deployment, processes)
-        info = processes[0].memory_info()
-        anonymous[deployment] = info.rss - info.shared
+        anonymous[deployment] = anonymous_bytes(processes[0].pid)
     return anonymous
 
 

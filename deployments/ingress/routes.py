@@ -86,8 +86,13 @@ def as_api_error(exc: BaseException, uploaded: bool = False) -> errors.ApiError 
     return None
 
 
+def server_timing(timings_ms: dict[str, float]) -> str:
+    """A ``Server-Timing`` header's entries: ``name;dur=ms`` each."""
+    return ", ".join(f"{name};dur={value}" for name, value in timings_ms.items())
+
+
 def cutout_response(cutout: Cutout) -> Response:
-    timing = ", ".join(f"{name};dur={value}" for name, value in cutout.timings_ms.items())
+    timing = server_timing(cutout.timings_ms)
     cache = f'cache;desc="{"hit" if cutout.cache_hit else "miss"}"'
     headers = {"X-Image-Id": cutout.image_id} if cutout.image_id else {}  # none when the store did not keep it
     if cutout.preview_scale:

@@ -19,6 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments import hops
+from deployments.ingress.routes import server_timing
 
 from ..app import SESSION_ROUTER, with_replica_env
 
@@ -70,8 +71,7 @@ class Chain:
         answer = await self.postprocess.render.remote(seg)
         timings = dict(answer.timings_ms)
         hops.record(timings, hops.BACK, answer.done_at)
-        return Response(answer.payload, media_type="image/png",
-                        headers={"Server-Timing": ", ".join(f"{k};dur={v}" for k, v in timings.items())})
+        return Response(answer.payload, media_type="image/png", headers={"Server-Timing": server_timing(timings)})
 
 
 def deploy_chain(answer: bytes) -> None:
