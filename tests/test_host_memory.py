@@ -43,3 +43,26 @@ def test_a_cpu_encoder_pass_gives_its_freed_memory_back(monkeypatch):
     monkeypatch.setattr(host_memory, "release_free_memory", lambda: calls.append(1) or True)
     segmenter.encode([photo(320, 240, seed=1), photo(200, 150, seed=2)])
     assert len(calls) == 1  # once per pass, after it
+
+
+@glibc_only
+def test_heap_usage_counts_blocks_in_use_and_not_the_freed_ones_the_allocator_keeps():
+    """What tells a leak from retention: blocks in use count, freed ones the allocator keeps (pinned by the last,
+    as above) move to free_bytes, though they stay resident."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size, count = 64 * 1024, 2000  # 125 MiB
+    before = host_memory.heap_usage()
+    blocks = [libc.malloc(size) for _ in range(count)]
+    for block in blocks:
+        ctypes.memset(block, 1, size)
+    holding = host_memory.heap_usage()
+    for block in blocks[:-1]:
+        libc.free(block)
+    freed = host_memory.heap_usage()
+    libc.free(blocks[-1])
+    assert holding["in_use_bytes"] - before["in_use_bytes"] >= count * size
+    assert abs(freed["in_use_bytes"] - before["in_use_bytes"]) < 8 * MiB, (before, freed)
+    assert freed["free_bytes"] - holding["free_bytes"] > 100 * MiB, (holding, freed)
+

@@ -167,9 +167,9 @@ def stage_stats(app: str) -> tuple[dict, dict]:
 def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soak_url):
     """New photos mixed with repeat clicks: each round eight clients click on the previous photo by image_id,
     then a new photo is uploaded (alternately by /v1/images and by /v1/cutout with the file). The
-    embedding cache and the image store must evict, stay within their budgets, and each replica's anonymous
-    memory must level off: its lowest value over the last half of the rounds (after both stores have cycled twice)
-    stays near its median over the first half."""
+    embedding cache and the image store must evict and stay within their budgets; the segmenter's heap in use (the
+    allocator's own account) and each replica's anonymous memory must level off: the lowest value over the last half
+    of the rounds (after both stores have cycled twice) stays near the median over the first half."""
     width, height = SOAK_PHOTO
 
     async def new_photo(client: httpx.AsyncClient, seed: int) -> str:
@@ -225,24 +225,36 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
 
     segmenter, store = stats[-1]
     embedding_bytes = segmenter["bytes"] // segmenter["entries"]
-    # Memory levels off: the lowest value of the last half of the rounds stays within two embeddings (32 MiB for
-    # tiny) of the median of the first half. It moves in allocator steps of tens of MB, and a round can sit high and
-    # come back (before the segmenter gave its encoder's freed memory back after each pass, deployments/host_memory.py,
-    # its RSS sat 100-150 MB high for one round in 16 here, and 129 MB high for five in a CI run), so the last
-    # half's floor is compared, which such a rise never lifts and a leak always does. What it catches: a leak
-    # of 160 KB per click (the floor is at least three rounds, 240 clicks, past the median: 37 MB; a mask's logits
-    # are 256 KB) or of 13 MiB per new photo (39 MB). The caches' and store's own accounting (below) catches an
+    # Memory levels off: the lowest value of the last half of the rounds stays near the median of the first half (a
+    # floor, not peaks or a fitted slope: a round can sit high and come back, which never lifts the floor; a leak
+    # always does). The leak detector is the segmenter's heap in use (the allocator's own account of blocks handed out
+    # and not freed; flat within 12 MB from round to round, observed): within two embeddings (32 MiB for tiny) it
+    # catches a leak of 160 KB per click (the floor is at least three rounds, 240 clicks, past the median: 37 MB; a
+    # mask's logits are 256 KB) or of 13 MiB per new photo (39 MB). Resident anonymous memory also counts the freed
+    # blocks the allocator keeps, and the segmenter's moves in steps of tens of MB with the encoder passes (a CI run:
+    # 920-976 MB over the first five rounds, 959-990 over the last five, floor +34.5 MB): its bound is eight
+    # embeddings (128 MiB), against runaway retention or growth outside the C heap. The other replicas' curves are
+    # flat within 2 MB (observed) and keep two embeddings. The caches' and store's own accounting (below) catches an
     # embedding or a photo kept past its budget.
     limit_mb = 2 * embedding_bytes / MiB
+    anonymous_limit_mb = {name: limit_mb for name in memory[0]} | {"Segmenter": 8 * embedding_bytes / MiB}
     half = ROUNDS // 2
-    growth = {name: (min(sample[name] for sample in memory[half:])
-                     - statistics.median(sample[name] for sample in memory[:half])) / MiB for name in memory[0]}
+
+    def growth_mb(samples: list[int]) -> float:
+        return (min(samples[half:]) - statistics.median(samples[:half])) / MiB
+
+    growth = {name: growth_mb([sample[name] for sample in memory]) for name in memory[0]}
+    heap_in_use = [seg["host_heap"]["in_use_bytes"] for seg, _ in stats]
+    heap_growth = growth_mb(heap_in_use)
     report("memory", f"soak: {len(image_ids)} new photos and {clicks[200]} repeat clicks in {elapsed:.0f} s, all 200; "
                      f"embedding cache {segmenter} (budget {CACHE_MB} MB); image store {store} (budget {STORE_MB} MB)")
+    report("memory", f"Segmenter    heap in use per round (MB): {' '.join(f'{b / MiB:.0f}' for b in heap_in_use)}; lowest "
+                     f"of the last {ROUNDS - half} rounds over the median of the first {half}: {heap_growth:+.1f} MB "
+                     f"(limit {limit_mb:.0f})")
     for name in memory[0]:
         curve = " ".join(f"{sample[name] / MiB:.0f}" for sample in memory)
         report("memory", f"{name:12s} anonymous memory per round (MB): {curve}; lowest of the last {ROUNDS - half} rounds over "
-                         f"the median of the first {half}: {growth[name]:+.1f} MB (limit {limit_mb:.0f})")
+                         f"the median of the first {half}: {growth[name]:+.1f} MB (limit {anonymous_limit_mb[name]:.0f})")
 
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_image_id", gone.text
     for seg, st in stats:  # at the end of every round, by the stages' own accounting
@@ -251,7 +263,8 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
     # Each new photo was encoded and stored once and pushed out by later ones: the stores cycled 4+ times over.
     assert segmenter["evictions"] == len(image_ids) - segmenter["entries"] >= 4 * segmenter["entries"], segmenter
     assert store["evictions"] == len(image_ids) - store["images"] >= 4 * store["images"], store
-    assert all(value < limit_mb for value in growth.values()), (growth, limit_mb)
+    assert heap_growth < limit_mb, (heap_in_use, limit_mb)
+    assert all(growth[name] < anonymous_limit_mb[name] for name in growth), (growth, anonymous_limit_mb)
 
 
 # -- overload ---------------------------------------------------------------------------------------------------

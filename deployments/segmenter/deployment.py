@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from ray import serve
 
-from .. import errors, hops
+from .. import errors, hops, host_memory
 from ..messages import ImageRef, SegmentRequest, SegmentResult
 from ..metrics import SegmenterMetrics
 from ..settings import SegmenterConfig
@@ -56,7 +56,8 @@ class SegmenterDeployment:
     def stats(self) -> dict:
         return {**self.segmenter.cache.stats(), "replica": serve.get_replica_context().replica_id.unique_id,
                 "device": str(self.segmenter.device), "model": self.segmenter.config.model,
-                "cuda_graphs": self.segmenter.graphs.batch_sizes, "graph_capture_ms": self.segmenter.graphs.capture_ms}
+                "cuda_graphs": self.segmenter.graphs.batch_sizes, "graph_capture_ms": self.segmenter.graphs.capture_ms,
+                "host_heap": host_memory.heap_usage()}
 
     async def check_health(self) -> None:
         # On the model thread: a probe queued behind a long batch is fine (health_check_timeout_s), a hung
