@@ -18,9 +18,26 @@ def init_local_ray(**kwargs: Any) -> None:
     ray.init(_system_config=system_config, **kwargs)
 
 
+# Below the kernel's ephemeral range (32768-60999 by default), where outgoing connections and every port a starting
+# Ray asks the kernel for take theirs, so that none of them takes the port between this pick and the server's bind
+# (a test's Serve proxy once failed to bind one so); above Ray's worker ports (10002-19999).
+PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
+    """A loopback port that nothing listens on now, from PORT_RANGE (the kernel's pick where the range is taken)."""
+    import random
     import socket
 
+    low, high = PORT_RANGE
+    ports = range(low, high + 1)
+    for port in random.sample(ports, min(64, len(ports))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -3,13 +3,14 @@ SAM 2.1 code with seeded random weights, tiny model), on a free port."""
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from serve_app.local_ray import free_port  # noqa: E402  (the tests' import: one port picker)
 
 TEST_ARGS = {"model": "tiny", "checkpoint": "random", "device": "cpu", "embedding_cache_mb": 256,
              "image_store_mb": 256}
@@ -21,12 +22,6 @@ ray_serve_urls: dict[str, str] = {}
 def pytest_collection_modifyitems(items):
     """Cluster tests last: they need this process's Ray connection for a multi-node cluster of their own."""
     items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
