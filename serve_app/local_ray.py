@@ -24,20 +24,26 @@ def init_local_ray(**kwargs: Any) -> None:
 PORT_RANGE = (20000, 32767)
 
 
+_handed_out: set[int] = set()  # two picks before either is bound must not be the same port
+
+
 def free_port() -> int:
-    """A loopback port that nothing listens on now, from PORT_RANGE (the kernel's pick where the range is taken)."""
+    """A loopback port that nothing listens on now and that this process has not handed out before, from
+    PORT_RANGE (the kernel's pick where those are all taken)."""
     import random
     import socket
 
     low, high = PORT_RANGE
-    ports = range(low, high + 1)
-    for port in random.sample(ports, min(64, len(ports))):
+    ports = [port for port in range(low, high + 1) if port not in _handed_out]
+    # Its own generator: a test that seeds the module's random must not make two processes pick alike.
+    for port in random.SystemRandom().sample(ports, min(64, len(ports))):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -148,7 +148,7 @@ def test_ray_started_by_bgremove_runs_its_workers_at_normal_priority():
     assert f"nice {WORKER_NICENESS}" in out.stdout, out.stderr[-2000:]
 
 
-def test_free_port_picks_below_the_ephemeral_range_and_skips_a_port_in_use(monkeypatch):
+def test_free_port_picks_below_the_ephemeral_range_never_twice_and_never_one_in_use(monkeypatch):
     """The servers' ports (bgremove bench's graph, the tests' Serve) come from below the kernel's ephemeral range,
     where no outgoing connection or port Ray asks the kernel for can take them before the bind."""
     import socket
@@ -158,11 +158,14 @@ def test_free_port_picks_below_the_ephemeral_range_and_skips_a_port_in_use(monke
     low, high = (int(n) for n in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
     port = local_ray.free_port()
     assert local_ray.PORT_RANGE[0] <= port <= local_ray.PORT_RANGE[1] < low, (port, low, high)
-    with socket.socket() as listener:  # the only port in the range is taken: the kernel's pick instead
-        listener.bind(("127.0.0.1", port))
+    monkeypatch.setattr(local_ray, "PORT_RANGE", (port, port))
+    assert local_ray.free_port() != port  # handed out already, though nothing is bound to it yet
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
         listener.listen()
-        monkeypatch.setattr(local_ray, "PORT_RANGE", (port, port))
-        assert local_ray.free_port() != port
+        taken = listener.getsockname()[1]
+        monkeypatch.setattr(local_ray, "PORT_RANGE", (taken, taken))
+        assert local_ray.free_port() != taken  # something listens on it
 
 
 def test_serve_without_network_says_where_the_checkpoint_goes_in_one_line_and_exits_2(tmp_path):
