@@ -17,32 +17,25 @@ import ctypes
 import functools
 
 
-@functools.cache
-def _malloc_trim():
-    try:  # the symbols the process already has: glibc's, on Linux with glibc
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl), or no dlopen(NULL) (Windows)
-        return None
-
-
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
 @functools.cache
-def _mallinfo2():
-    try:  # glibc 2.33 and later (mallinfo's int fields wrap past 2 GB)
-        function = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError, TypeError):
+def _glibc(name: str, restype=ctypes.c_int):
+    """One of the C library's functions, or None where it is not glibc's (macOS, musl) or too old."""
+    try:  # the symbols the process already has: glibc's, on Linux with glibc
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError, TypeError):  # not there, or no dlopen(NULL) (Windows)
         return None
-    function.restype = _MallInfo2
+    function.restype = restype
     return function
 
 
 def release_free_memory() -> bool:
     """Returns the allocator's free pages to the OS; whether it could (glibc only)."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
@@ -54,8 +47,8 @@ def heap_usage() -> dict[str, int] | None:
     ``in_use_bytes`` handed out and not freed (heap blocks and mmapped ones), ``free_bytes`` freed and kept in the
     arenas (resident or not: a trim gives the pages back but keeps the address space). Walks every arena's free
     lists under their locks: for stats calls, not for every request."""
-    info = _mallinfo2()
-    if info is None:
+    mallinfo2 = _glibc("mallinfo2", _MallInfo2)  # glibc 2.33 and later (mallinfo's int fields wrap past 2 GB)
+    if mallinfo2 is None:
         return None
-    m = info()
+    m = mallinfo2()
     return {"in_use_bytes": m.uordblks + m.hblkhd, "free_bytes": m.fordblks}

@@ -195,8 +195,8 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
         load = await run_load(soak_url, repeat_click, CLIENTS, CLICKS)
         async with httpx.AsyncClient(base_url=soak_url, timeout=120) as client:
             image_id = await new_photo(client, seed)
-            # Every round ends with a click on its new photo, so memory is sampled after the same work whichever way the
-            # photo came (after an upload by /v1/images alone, the segmenter sat up to ~120 MB above the level
+            # Every round ends with a click on its new photo, so memory is sampled after the same work whichever way
+            # the photo came (after an upload by /v1/images alone, the segmenter sat up to ~120 MB above the level
             # seen after a click, and back at it a round later: allocator state, not a leak).
             response = await client.post("/v1/cutout", data={"image_id": image_id, "points": "[[1, 1]]"})
             assert response.status_code == 200, response.text
@@ -239,22 +239,21 @@ def test_memory_soak_cycles_the_cache_and_store_within_budget_and_levels_off(soa
     limit_mb = 2 * embedding_bytes / MiB
     anonymous_limit_mb = {name: limit_mb for name in memory[0]} | {"Segmenter": 8 * embedding_bytes / MiB}
     half = ROUNDS // 2
-
-    def growth_mb(samples: list[int]) -> float:
-        return (min(samples[half:]) - statistics.median(samples[:half])) / MiB
-
-    growth = {name: growth_mb([sample[name] for sample in memory]) for name in memory[0]}
-    heap_in_use = [seg["host_heap"]["in_use_bytes"] for seg, _ in stats]
-    heap_growth = growth_mb(heap_in_use)
     report("memory", f"soak: {len(image_ids)} new photos and {clicks[200]} repeat clicks in {elapsed:.0f} s, all 200; "
                      f"embedding cache {segmenter} (budget {CACHE_MB} MB); image store {store} (budget {STORE_MB} MB)")
-    report("memory", f"Segmenter    heap in use per round (MB): {' '.join(f'{b / MiB:.0f}' for b in heap_in_use)}; lowest "
-                     f"of the last {ROUNDS - half} rounds over the median of the first {half}: {heap_growth:+.1f} MB "
-                     f"(limit {limit_mb:.0f})")
-    for name in memory[0]:
-        curve = " ".join(f"{sample[name] / MiB:.0f}" for sample in memory)
-        report("memory", f"{name:12s} anonymous memory per round (MB): {curve}; lowest of the last {ROUNDS - half} rounds over "
-                         f"the median of the first {half}: {growth[name]:+.1f} MB (limit {anonymous_limit_mb[name]:.0f})")
+
+    def growth_mb(what: str, samples: list[int], limit: float) -> float:
+        """The floor of the last half over the median of the first, reported with its curve."""
+        growth = (min(samples[half:]) - statistics.median(samples[:half])) / MiB
+        report("memory", f"{what} per round (MB): {' '.join(f'{b / MiB:.0f}' for b in samples)}; lowest of the last "
+                         f"{ROUNDS - half} rounds over the median of the first {half}: {growth:+.1f} MB "
+                         f"(limit {limit:.0f})")
+        return growth
+
+    heap_in_use = [seg["host_heap"]["in_use_bytes"] for seg, _ in stats]
+    heap_growth = growth_mb("Segmenter    heap in use", heap_in_use, limit_mb)
+    growth = {name: growth_mb(f"{name:12s} anonymous memory", [sample[name] for sample in memory],
+                              anonymous_limit_mb[name]) for name in memory[0]}
 
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "unknown_image_id", gone.text
     for seg, st in stats:  # at the end of every round, by the stages' own accounting
