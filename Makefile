@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test test-containers bench clean
+.PHONY: install serve test test-kernels test-containers bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ serve: $(STAMP)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# The parity tests again on the kernels of an AVX2-only CPU and of one with no usable vector extension: each must
+# give sam2's masks within float rounding (CI runs this; tests/parity.py).
+test-kernels: $(STAMP)
+	for isa in avx2 default; do \
+	  ATEN_CPU_CAPABILITY=$$isa MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+	    $(BIN)/python -m pytest tests/test_segmenter.py -p no:cacheprovider || exit 1; \
+	done
 
 # The image and a two-node Ray cluster of containers, for real (Docker from Debian's packages; see the README).
 test-containers:

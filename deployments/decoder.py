@@ -92,7 +92,7 @@ def decode(model, prepared: PreparedImage, sparse: torch.Tensor,
 
 def _upscale(conv: torch.nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for the decoder's 2x2, stride-2 transposed convolutions, as one matrix product and a pixel
-    shuffle: each input pixel writes its own 2x2 block, so these are the same sums (bit for bit on the CPU,
+    shuffle: each input pixel writes its own 2x2 block, so these are the same sums (equal within float rounding,
     tests/test_segmenter.py), at a third to a half of the convolution kernel's time there."""
     if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.padding != (0, 0) or conv.groups != 1:
         return conv(x)

@@ -13,7 +13,7 @@ from deployments.segmenter.prepared import PreparedImages
 from deployments.settings import SegmenterConfig
 
 from images import photo
-from parity import LOGIT_NOISE, assert_same_mask
+from parity import LOGIT_NOISE, assert_equal_within_rounding, assert_same_mask
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,9 @@ def test_batched_encoder_matches_single(segmenter, image):
 
 
 @pytest.mark.parametrize("multimask", [True, False])
-def test_prepared_decoder_equals_sam2_mask_decoder_bit_for_bit(segmenter, multimask):
-    """deployments/decoder.py reuses the image-only half of the first attention layer: same numbers as sam2."""
+def test_prepared_decoder_equals_sam2_mask_decoder_within_rounding(segmenter, multimask):
+    """deployments/decoder.py reuses the image-only half of the first attention layer: sam2's numbers up to float
+    rounding, the same masks and the same chosen mask."""
     import torch
 
     from deployments import decoder
@@ -122,7 +123,11 @@ def test_prepared_decoder_equals_sam2_mask_decoder_bit_for_bit(segmenter, multim
         prepared = decoder.prepare(model, image_embed, high_res, decoder.as_tokens(pos_src), no_mask_dense)
         for _ in range(2):  # and again from the same prepared image, as a second click does
             masks, iou = decoder.decode(model, prepared, sparse, multimask)
-            assert torch.equal(masks, expected_masks) and torch.equal(iou, expected_iou)
+            assert_equal_within_rounding(masks, expected_masks, "mask logits")
+            assert_equal_within_rounding(iou, expected_iou, "predicted IoU")
+            assert choose_mask(iou[0].numpy()) == choose_mask(expected_iou[0].numpy())
+    kept = (expected_masks > 0).float().mean().item()
+    assert 0 < kept < 1, kept  # the masks compared are neither empty nor full
 
 
 def test_prepared_images_are_kept_for_the_most_recent_live_embeddings_only(image):
@@ -144,7 +149,7 @@ def test_prepared_images_are_kept_for_the_most_recent_live_embeddings_only(image
 
 def test_upscaling_as_a_matrix_product_equals_the_transposed_convolutions(segmenter):
     """The decoder's 2x2 stride-2 transposed convolutions run as a matrix product and a pixel shuffle
-    (deployments/decoder.py, 2-4x faster on the CPU): the same numbers, bit for bit, as the modules themselves."""
+    (deployments/decoder.py, 2-4x faster on the CPU): the modules' own numbers up to float rounding."""
     import torch
 
     from deployments.decoder import _upscale
@@ -154,7 +159,8 @@ def test_upscaling_as_a_matrix_product_equals_the_transposed_convolutions(segmen
     with torch.inference_mode():
         for conv, size in ((dc1, 64), (dc2, 128)):
             x = torch.randn(1, conv.in_channels, size, size, generator=generator)
-            assert torch.equal(_upscale(conv, x), conv(x))
-        odd = torch.nn.ConvTranspose2d(8, 4, 3, 2)  # any other shape falls back to the module
+            assert_equal_within_rounding(_upscale(conv, x), conv(x), f"upscaler {size}")
+        odd = torch.nn.ConvTranspose2d(8, 4, 3, 2)  # any other shape falls back to the module: the same call
         x = torch.randn(1, 8, 5, 5, generator=generator)
-        assert torch.equal(_upscale(odd, x), odd(x))
+        assert _upscale(odd, x).shape == (1, 4, 11, 11)
+        assert_equal_within_rounding(_upscale(odd, x), odd(x), "fallback")
