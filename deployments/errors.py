@@ -50,6 +50,12 @@ def unknown_image(image_id: str) -> ApiError:
                     "(POST /v1/images, or send it as `image` with this request)")
 
 
+def out_of_memory(retry_after_s: int = 2) -> ApiError:
+    """The server had no memory for this request right now: our side, not the request's, and worth a retry."""
+    return ApiError(503, "out_of_memory", "the server ran out of memory for this image right now; retry after the "
+                    "number of seconds in the Retry-After header", headers={"Retry-After": str(retry_after_s)})
+
+
 def overloaded(retry_after_s: int = 1) -> ApiError:
     return ApiError(503, "overloaded", "the service is at capacity; retry after the number of seconds "
                     "in the Retry-After header", headers={"Retry-After": str(retry_after_s)})

@@ -1,12 +1,12 @@
-"""Health answered from a recent probe: a flood of health checks costs the probed stage at most one call per
-``max_age_s`` (per ingress replica), never one call per check."""
+"""Health answered from a recent probe: a flood of health checks costs the probed stages at most one call each per
+``max_age_s`` (per ingress replica), never one call per check. The probe asks every stage behind the ingress."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,23 @@ class CachedProbe:
             return self._last
         finally:
             self._inflight = None
+
+
+class StageUnavailable(Exception):
+    """A stage of the graph did not answer its probe (in time, or at all)."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage, self.cause = stage, cause
+
+
+async def probe_stages(probes: Mapping[str, Callable[[], Awaitable[Any]]], timeout_s: float) -> dict[str, Any]:
+    """Every stage's probe at once, each bounded by ``timeout_s``: their answers by stage, or StageUnavailable naming
+    the first stage (in ``probes``' order) that failed."""
+    names = list(probes)
+    answers = await asyncio.gather(*(asyncio.wait_for(probes[name](), timeout_s) for name in names),
+                                   return_exceptions=True)
+    for name, answer in zip(names, answers):
+        if isinstance(answer, BaseException):
+            raise StageUnavailable(name, answer) from answer
+    return dict(zip(names, answers))

@@ -6,7 +6,10 @@ import hashlib
 import hmac
 import io
 import re
+import struct
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,11 @@ SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 # Only these decoders ever see a client's bytes (JPEG includes MPO, the multi-picture JPEG of many cameras).
 # Pillow's other readers (EPS runs Ghostscript; PSD, FLI, SGI, ... each with a history of bugs) stay unused.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# What Pillow's readers raise for a file that is not what it says or is damaged (UnidentifiedImageError and the
+# decoders' "truncated" / "broken data stream" errors are OSErrors; malformed headers raise SyntaxError, ValueError,
+# EOFError, struct.error or zlib.error): the client's fault, a 4xx. Anything else is ours and passes through: the
+# ingress and the batch job answer MemoryError with a 503 worth a retry and any other exception with a logged 500.
+DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -76,33 +84,45 @@ def decode_image(data: bytes, limits: IngressLimits) -> DecodedImage:
                                "MB limit; send a smaller or more compressed file")
     image = _open_checked(data, limits)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF; the pixels are what matter
-            image.seek(0)  # animated or multi-page files: the first frame
-            image.load()
-            image = ImageOps.exif_transpose(image, in_place=False) if _needs_transpose(image) else image
-        rgb, alpha = _to_rgb8(image)
-    except errors.ApiError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes a decoder raise is the file's fault
-        reason = str(exc)[:200] or type(exc).__name__
-        raise errors.bad_request("corrupt_image", f"the image could not be decoded ({reason}); the file is truncated "
-                                 "or damaged. Re-export it and upload again.") from exc
+        with _blamed(_corrupt):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow warns about odd EXIF; the pixels are what matter
+                image.seek(0)  # animated or multi-page files: the first frame
+                image.load()
+                image = ImageOps.exif_transpose(image, in_place=False) if _needs_transpose(image) else image
+            rgb, alpha = _to_rgb8(image)
     finally:
         image.close()  # Pillow's copy of the pixels goes now, before the model copy is made
     return DecodedImage(image_id_of(data), rgb, model_copy(rgb, limits.model_side), alpha)
 
 
+def _corrupt(exc: BaseException) -> errors.ApiError:
+    reason = str(exc)[:200] or type(exc).__name__
+    return errors.bad_request("corrupt_image", f"the image could not be decoded ({reason}); the file is truncated or "
+                              "damaged. Re-export it and upload again.")
+
+
+def _not_an_image(_: BaseException) -> errors.ApiError:
+    return errors.not_an_image(f"the file is not an image we can read; send a {SUPPORTED} file")
+
+
+@contextmanager
+def _blamed(bad_file):
+    """Decoder errors become ``bad_file(exc)``, a 4xx; everything else (MemoryError, a bug) passes through."""
+    try:
+        yield
+    except DECODER_ERRORS as exc:
+        raise bad_file(exc) from exc
+
+
 def _open_checked(data: bytes, limits: IngressLimits) -> Image.Image:
     try:
-        with warnings.catch_warnings():
+        with _blamed(_not_an_image), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise errors.too_large("too_many_pixels", f"the image is too large to decode safely ({exc}); the limit is "
                                f"{limits.max_pixels / 1e6:.0f} megapixels. Downscale it first.") from exc
-    except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, or a header that breaks a reader
-        raise errors.not_an_image(f"the file is not an image we can read; send a {SUPPORTED} file") from exc
     width, height = image.size
     if width < 1 or height < 1:
         raise errors.bad_request("corrupt_image", "the image has no pixels")

@@ -34,6 +34,8 @@ class IngressMetrics(StageMetrics):
         self.bytes_out = metrics.Counter("bgremove_bytes_out", "Bytes of cut-outs sent", tag_keys=("route",))
         self.refused = metrics.Counter("bgremove_refused_requests", "Requests answered with a 4xx/503 error",
                                        tag_keys=("code",))
+        self.internal_errors = metrics.Counter("bgremove_internal_errors", "Requests that failed on a fault of the "
+                                               "server (answered 500, traceback logged)", tag_keys=("error",))
 
 
 class SegmenterMetrics(StageMetrics):

@@ -112,14 +112,21 @@ class Postprocessor:
         return buffer.getvalue()
 
 
+RENDER_THREADS = 4
+
+
 @serve.deployment(name="Postprocess", max_ongoing_requests=4, max_queued_requests=64,
                   ray_actor_options={"num_cpus": 0.5})
 class PostprocessDeployment:
     def __init__(self, config: PostprocessConfig):
         self.postprocessor = Postprocessor(config)
-        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="render",
+        self._workers = ThreadPoolExecutor(max_workers=RENDER_THREADS, thread_name_prefix="render",
                                            initializer=self.postprocessor.use_threads)
         self.metrics = StageMetrics()
+
+    def stats(self) -> dict:
+        """What /healthz's probe asks: an answer means the replica is up and its event loop free to take work."""
+        return {"render_threads": RENDER_THREADS}
 
     async def render(self, seg: SegmentResult, image: ImageRef, options: OutputOptions,
                      source_alpha: ImageRef | None = None) -> Cutout:

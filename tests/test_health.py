@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deployments.health import CachedProbe
+from deployments.health import CachedProbe, StageUnavailable, probe_stages
 from images import jpeg
 from reliability import report
 
@@ -74,6 +74,54 @@ def test_a_failed_probe_is_cached_too_and_a_caller_that_gives_up_does_not_cancel
     asyncio.run(scenario())
 
 
+def test_the_probe_asks_every_stage_at_once_and_names_the_one_that_fails_or_hangs():
+    async def answer(value):
+        return value
+
+    async def broken():
+        raise ConnectionError("replica died")
+
+    async def scenario():
+        calls = []
+
+        def stage(name, probe):
+            def call():
+                calls.append(name)
+                return probe()
+            return call
+
+        healthy = {"segmenter": stage("segmenter", lambda: answer({"model": "tiny"})),
+                   "postprocess": stage("postprocess", lambda: answer({})),
+                   "image_store": stage("image_store", lambda: answer({"images": 0}))}
+        assert await probe_stages(healthy, timeout_s=1.0) == {"segmenter": {"model": "tiny"}, "postprocess": {},
+                                                              "image_store": {"images": 0}}
+        assert sorted(calls) == ["image_store", "postprocess", "segmenter"]
+        with pytest.raises(StageUnavailable) as failed:
+            await probe_stages({**healthy, "postprocess": broken}, timeout_s=1.0)
+        assert failed.value.stage == "postprocess" and isinstance(failed.value.cause, ConnectionError)
+        hung = asyncio.Event()  # never set: an image store that does not answer
+        with pytest.raises(StageUnavailable) as failed:
+            await probe_stages({**healthy, "image_store": hung.wait}, timeout_s=0.05)
+        assert failed.value.stage == "image_store" and isinstance(failed.value.cause, asyncio.TimeoutError)
+        # Asked at once, not one after another: a hung stage costs one timeout, whatever the others do.
+        started = asyncio.Event()
+
+        async def slow_segmenter():
+            started.set()
+            await hung.wait()
+
+        async def postprocess_sees_the_segmenter_asked():
+            await asyncio.wait_for(started.wait(), 1.0)
+            return {}
+
+        with pytest.raises(StageUnavailable) as failed:
+            await probe_stages({"segmenter": slow_segmenter, "postprocess": postprocess_sees_the_segmenter_asked},
+                               timeout_s=0.2)
+        assert failed.value.stage == "segmenter"  # the postprocess probe answered while the segmenter hung
+
+    asyncio.run(scenario())
+
+
 def segmenter_requests(metrics_url: str, app: str = "background_remover") -> float:
     """Requests the Segmenter replicas of ``app`` processed, from Ray Serve's own counter."""
     total = 0.0
@@ -121,6 +169,8 @@ def test_a_flood_of_health_checks_costs_the_segmenter_a_few_probes(app_url, metr
     # Past the Ingress's queue bound Serve's proxy sheds some of them with its own 503 + Retry-After.
     assert set(statuses) <= {200, 503} and statuses.count(200) >= 250, {s: statuses.count(s) for s in set(statuses)}
     assert all("retry-after" in r.headers for r in checks if r.status_code == 503)
+    healthy = next(r for r in checks if r.status_code == 200).json()
+    assert healthy["stages"] == {"segmenter": "ok", "postprocess": "ok", "image_store": "ok"}, healthy
     after = settled(metrics_url, at_least=before + 1)
     # Each ingress replica probes at most once per HEALTH_MAX_AGE_S (plus one at each end); the click is one call.
     ingress_replicas = 2

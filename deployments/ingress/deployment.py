@@ -1,10 +1,9 @@
 """The ingress as a Ray Serve deployment: ``IngressRoutes`` over an ``IngressCore`` whose stages are Serve handles."""
 
-import asyncio
-
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from ..health import probe_stages
 from ..messages import ImageRef, SegmentRequest
 from ..settings import GuardConfig, IngressLimits
 from .core import IngressCore
@@ -50,4 +49,6 @@ class Ingress(IngressRoutes):
     def __init__(self, segmenter: DeploymentHandle, postprocess: DeploymentHandle, image_store: DeploymentHandle,
                  limits: IngressLimits, guard: GuardConfig = GuardConfig()):
         core = IngressCore(RayStages(segmenter, postprocess, image_store), limits, guard.image_id_secret)
-        super().__init__(core, guard, probe=lambda: asyncio.wait_for(segmenter.stats.remote(), timeout=5.0))
+        stages = {"segmenter": segmenter.stats.remote, "postprocess": postprocess.stats.remote,
+                  "image_store": image_store.stats.remote}
+        super().__init__(core, guard, probe=lambda: probe_stages(stages, timeout_s=5.0))

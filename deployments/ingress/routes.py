@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.formparsers import MultiPartParser
 
 from .. import errors, http_errors, http_guard
-from ..health import CachedProbe
+from ..health import CachedProbe, StageUnavailable
 from ..messages import Cutout
 from ..metrics import IngressMetrics
 from ..output_options import parse_output_options
@@ -55,7 +55,7 @@ _ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in
 _IMAGE_RESPONSE = {200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
                          "description": "the cut-out"}}
 
-# How old the segmenter probe behind GET /healthz may be: at most one probe per this many seconds per ingress replica.
+# How old the stages' probe behind GET /healthz may be: at most one probe per this many seconds per ingress replica.
 HEALTH_MAX_AGE_S = 2.0
 
 
@@ -68,6 +68,8 @@ def as_api_error(exc: BaseException, uploaded: bool = False) -> errors.ApiError 
 
     if isinstance(exc, errors.ApiError):
         return exc
+    if isinstance(exc, MemoryError):  # ours, for now: a retry may find the memory
+        return errors.out_of_memory()
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, errors.ApiError):
         return exc.cause
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException) and exc.cause is not exc:
@@ -141,7 +143,8 @@ class IngressRoutes:
             return await work
         except Exception as exc:
             api_error = as_api_error(exc, uploaded)
-            if api_error is None:
+            if api_error is None:  # the 500 handler (http_errors.unexpected_error) logs its traceback
+                self.metrics.internal_errors.inc(tags={"error": type(exc).__name__})
                 raise
             self.metrics.refused.inc(tags={"code": str(api_error.status)})
             raise api_error from exc
@@ -213,13 +216,17 @@ class IngressRoutes:
     async def page(self) -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    @http_app.get("/healthz", summary="200 when the graph can serve")
+    @http_app.get("/healthz", summary="200 when every stage behind the ingress answered a probe at most 2 s old")
     async def healthz(self) -> JSONResponse:
         probe = await self.health.result()
         if probe.error is not None:
-            return JSONResponse({"status": "unavailable", "reason": type(probe.error).__name__}, status_code=503,
-                                headers={"Retry-After": str(round(HEALTH_MAX_AGE_S))})
-        return JSONResponse({"status": "ok", "model": probe.value["model"], "device": probe.value["device"]})
+            error = probe.error
+            stage, cause = (error.stage, error.cause) if isinstance(error, StageUnavailable) else ("", error)
+            return JSONResponse({"status": "unavailable", "stage": stage, "reason": type(cause).__name__},
+                                status_code=503, headers={"Retry-After": str(round(HEALTH_MAX_AGE_S))})
+        segmenter = probe.value["segmenter"]
+        return JSONResponse({"status": "ok", "model": segmenter["model"], "device": segmenter["device"],
+                             "stages": {name: "ok" for name in probe.value}})
 
     async def remove(self, image_bytes: bytes, points: Any = None, labels: Any = None, box: Any = None,
                      **options: Any) -> bytes:

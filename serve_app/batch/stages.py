@@ -4,6 +4,7 @@ model), render and write (CPU tasks). Rows cross stages pickled; a failed photo 
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import posixpath
 import threading
@@ -21,6 +22,8 @@ from deployments.settings import IngressLimits, PostprocessConfig, SegmenterConf
 from .inputs import Photo, default_box, error_row, filesystem, output_options
 from .memory import worker_stats
 from .outputs import write_atomically
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,15 @@ def prepare(photo: Photo, limits: IngressLimits) -> tuple[Prepared, np.ndarray, 
     return Prepared(photo, decoded.image_id, options, decoded.model_rgb, prompt), decoded.rgb, decoded.alpha
 
 
-def _as_api_error(exc: Exception) -> errors.ApiError:
+def _failed(path: str, exc: Exception) -> dict:
+    """The photo's error row, blamed as the HTTP API blames it: the photo's (4xx, final) or ours (5xx: MemoryError a
+    503, anything else a 500 with its traceback logged), which a rerun tries again."""
     if isinstance(exc, errors.ApiError):
-        return exc
-    return errors.ApiError(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")
+        return error_row(path, exc)
+    if isinstance(exc, MemoryError):
+        return error_row(path, errors.out_of_memory())
+    logger.error("internal error on %s", path, exc_info=exc)
+    return error_row(path, errors.ApiError(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}"))
 
 
 def prepare_batch(batch: dict, limits: IngressLimits, postprocess: PostprocessConfig | None = None) -> dict:
@@ -73,7 +81,7 @@ def prepare_batch(batch: dict, limits: IngressLimits, postprocess: PostprocessCo
             model.append(pickle.dumps(prepared, protocol=5))
             pixels.append(pickle.dumps((rgb, alpha), protocol=5))
         except Exception as exc:  # noqa: BLE001 - one bad photo is one error row, never the job's end
-            model.append(pickle.dumps(error_row(photo.path, _as_api_error(exc))))
+            model.append(pickle.dumps(_failed(photo.path, exc)))
             pixels.append(b"")
     return {"model": model, "pixels": pixels}
 
@@ -98,7 +106,7 @@ class SegmentStage:
                 embeddings = self.segmenter.encode([items[i].model_rgb for i in good])
             except Exception as exc:  # noqa: BLE001 - e.g. a model fault: every photo of the batch is told
                 for i in good:
-                    results[i] = error_row(items[i].photo.path, _as_api_error(exc))
+                    results[i] = _failed(items[i].photo.path, exc)
             else:
                 for i, embedding in zip(good, embeddings):
                     item = items[i]
@@ -107,7 +115,7 @@ class SegmentStage:
                         seg = SegmentResult(item.image_id, logits, scores, False)
                         results[i] = (item.photo, item.options, seg)
                     except Exception as exc:  # noqa: BLE001
-                        results[i] = error_row(item.photo.path, _as_api_error(exc))
+                        results[i] = _failed(item.photo.path, exc)
         worker = worker_stats("segment")
         column = pa.array([pickle.dumps((r, worker), protocol=5) for r in results], pa.large_binary())
         return pa.table({"segment": column, "pixels": batch.column("pixels")})
@@ -154,6 +162,6 @@ def render_batch(batch: dict, config: PostprocessConfig, output: str) -> dict:
             row = {"path": photo.path, "status": 200, "code": "", "message": "", "output": photo.output,
                    "bytes": len(cutout.data)}
         except Exception as exc:  # noqa: BLE001
-            row = {**error_row(photo.path, _as_api_error(exc)), "output": "", "bytes": 0}
+            row = {**_failed(photo.path, exc), "output": "", "bytes": 0}
         rows.append({**row, "workers": json.dumps([segment_worker, worker_stats("render")])})
     return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
