@@ -31,7 +31,7 @@ def sample_at(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, size: tupl
     height, width = size
     x = (torch.from_numpy(cols).float() + 0.5) / width * 2 - 1
     y = (torch.from_numpy(rows).float() + 0.5) / height * 2 - 1
-    points = torch.stack([x, y], -1)[None, None]
+    points = torch.stack([x, y], -1)[None, None].to(grid.device)
     return F.grid_sample(grid[None].float(), points, mode="bilinear", padding_mode="border",
                          align_corners=False)[0, :, 0]
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 class EdgeSettings:
     """Chosen on the tuning half of ``bgremove edge-quality`` (docs/benchmarks/edges-tuning.json)."""
 
-    work_megapixels: float = 0.25  # matting budget per request: larger photos are solved downsampled
+    band_pixels: int = 60_000  # matting budget per request, over the band only: the photo is worked on at the
+    # largest scale (<= 1) whose band holds at most this many pixels (edge_refine.py)
+    fine_iterations: int = 0  # coarse to fine: CG steps at full size on what the carried-up matte left unsure
+    fine_threshold: float = 0.02  # "unsure" for that pass: alpha between this and 1 - this
     unknown_logit: float = 8.0  # |logit| below this is SAM unsure
     band_cells: float = 2.0  # the unsure region widened by this many logit cells (SAM's outline can be a cell off)
     epsilon: float = 1e-5  # the matting Laplacian's colour regulariser (not searched)
@@ -22,6 +25,11 @@ class EdgeSettings:
     colour_band_pixels: int = 40_000  # colour estimation's working pixels near the edge: a mask soft almost
     # everywhere (SAM unsure of the whole photo) is estimated on a smaller copy instead of costing the photo
     colour_iterations: int = 2  # foreground estimation's sweeps per level above 32 px (pymatting's default)
+    guard: bool = True  # answer the plain edge when the refined one looks wrong (edge_guard.py)
+    guard_residual: float = 0.01  # the solve's relative residual above which it did not converge
+    guard_cells: float = 1.5  # mean outline displacement (logit cells) beyond which the matte moved too far
+    guard_alignment: float = 0.05  # how much better than the plain edge's the matte's gradients must follow the
+    # photo's (cosine over the band)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
     solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
 

@@ -102,16 +102,20 @@ class _Tiles:
 
 
 def solve_alpha(image: torch.Tensor, known: torch.Tensor, alpha: torch.Tensor, epsilon: float = 1e-5,
-                iterations: int = 200, tolerance: float = 1e-4) -> torch.Tensor:
+                iterations: int = 200, tolerance: float = 1e-4, info: dict | None = None) -> torch.Tensor:
     """Closed-form alpha for the pixels where ``known`` is False, the others fixed at ``alpha``.
 
     image (3, H, W) float in [0, 1]; known (H, W) bool; alpha (H, W) float: known values, and the starting
     guess for the unknown ones (a good guess, such as the coarse alpha, saves iterations). Stops after
-    ``iterations`` or when the residual falls below ``tolerance`` times the right-hand side's norm.
+    ``iterations`` or when the residual falls below ``tolerance`` times the right-hand side's norm; ``info``, if
+    given, receives ``residual`` (the final residual over the right-hand side's norm: the guard's convergence
+    test) and ``iterations``.
     """
     dtype = image.dtype
     tiles = _Tiles(~known)
     if tiles.patch.shape[0] == 0:
+        if info is not None:
+            info.update(residual=0.0, iterations=0)
         return alpha.to(dtype).clamp(0.0, 1.0)
     inside = tiles.pad(torch.ones_like(alpha, dtype=dtype)[None])
     valid = tiles.gather(inside)
@@ -129,8 +133,9 @@ def solve_alpha(image: torch.Tensor, known: torch.Tensor, alpha: torch.Tensor, e
     z = inv_diag * residual
     direction = z.clone()
     rz = (residual * z).sum()
-    for _ in range(iterations):
-        if residual.norm() <= tolerance * rhs_norm:
+    done = 0
+    for done in range(iterations + 1):
+        if done == iterations or residual.norm() <= tolerance * rhs_norm:
             break
         q = free * apply(direction)
         step = rz / (direction * q).sum().clamp_min(1e-30)
@@ -139,5 +144,7 @@ def solve_alpha(image: torch.Tensor, known: torch.Tensor, alpha: torch.Tensor, e
         z = inv_diag * residual
         rz, rz_old = (residual * z).sum(), rz
         direction = z + (rz / rz_old) * direction
+    if info is not None:
+        info.update(residual=float(residual.norm() / rhs_norm), iterations=done)
     height, width = alpha.shape
     return x[0, 2:2 + height, 2:2 + width].clamp_(0.0, 1.0)

@@ -12,6 +12,7 @@ import numpy as np
 from deployments.edges import DEFAULT_SETTINGS, EdgeSettings, cutout_edge, decontaminate, warm_up
 
 from . import metrics
+from .tables import by_size
 from .synthetic import Sample
 
 # (name, refine, decontaminate): "plain" is the baseline, SAM's upsampled logits with the photo's own colours.
@@ -49,25 +50,30 @@ def run_method(sample: Sample, refine: bool, settings: EdgeSettings) -> tuple[np
 TIMING_RUNS = 3
 
 
-def timed_method(sample: Sample, refine: bool, settings: EdgeSettings, runs: int = TIMING_RUNS):
+def timed_method(sample: Sample, refine: bool, settings: EdgeSettings, runs: int | None = None):
     """(alpha, colours, wall ms, CPU ms of this process), each time the least of ``runs`` runs: on a shared
     machine torch's threads wait for each other while another process holds a core, which adds CPU time
-    (spinning) as well as wall time, so a single run can read several times too high."""
+    (spinning) as well as wall time, so a single run can read several times too high. The refined edge's
+    diagnostics (the guard's verdict among them) go into ``sample.cache["diagnostics"]``."""
     walls, cpus = [], []
-    for _ in range(runs):
+    for _ in range(runs or TIMING_RUNS):
+        diagnostics: dict = {}
         start, cpu = time.perf_counter(), time.process_time()
-        alpha, colours = cutout_edge(sample.rgb, sample.logits, refine, settings=settings)
+        alpha, colours = cutout_edge(sample.rgb, sample.logits, refine, settings=settings, diagnostics=diagnostics)
         walls.append((time.perf_counter() - start) * 1000)
         cpus.append((time.process_time() - cpu) * 1000)
+        if refine:
+            sample.cache["diagnostics"] = diagnostics
     return alpha, colours, min(walls), min(cpus)
 
 
 def measure(samples: list[Sample], settings: EdgeSettings = DEFAULT_SETTINGS, methods=METHODS,
-            reuse_plain: bool = False) -> dict:
+            reuse_plain: bool = False, runs: int | None = None) -> dict:
     """Per method: each metric's mean over the photos, the per-photo values of SAD and band composite error,
     how many photos got worse than plain, and milliseconds per megapixel (total time / total megapixels).
     ``reuse_plain`` keeps plain's scores and time from an earlier call on the same samples (the tuning grid)."""
     per_photo: dict[str, list[dict]] = {name: [] for name, _, _ in methods}
+    guard: list[dict] = []
     elapsed = {name: 0.0 for name, _, _ in methods}
     cpu = {name: 0.0 for name, _, _ in methods}
     for sample in samples:
@@ -81,23 +87,28 @@ def measure(samples: list[Sample], settings: EdgeSettings = DEFAULT_SETTINGS, me
             elif not colours and refine in alphas and name != "plain":
                 result, ms, cpu_ms = score(sample, alphas[refine], sample.rgb, band), None, None
             else:
-                alpha, out, ms, cpu_ms = timed_method(sample, refine, replace(settings, decontaminate=colours))
+                alpha, out, ms, cpu_ms = timed_method(sample, refine, replace(settings, decontaminate=colours), runs)
                 alphas[refine] = alpha
                 result = score(sample, alpha, out, band)
                 if name == "plain":
                     sample.cache["plain"] = (result, ms, cpu_ms)
-            per_photo[name].append(result)
+            per_photo[name].append({**result, "ms": ms, "cpu_ms": cpu_ms})
             if ms is None:  # not run on its own: timed with its colours
                 elapsed[name] = cpu[name] = None
             elif elapsed[name] is not None:
                 elapsed[name] += ms
                 cpu[name] += cpu_ms
+        if any(refine for _, refine, _ in methods):
+            found = sample.cache.get("diagnostics", {})
+            guard.append({"seed": sample.seed, "fired": found.get("guard"), **{
+                key: found.get(key) for key in ("verdict", "residual", "displacement_cells", "alignment",
+                                                "plain_alignment", "refine_mp", "band_pixels")}})
     megapixels = sum(s.megapixels for s in samples)
     table = {}
     base = per_photo["plain"]
     for name, _, _ in methods:
         rows = per_photo[name]
-        row = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
+        row = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0] if key not in ("ms", "cpu_ms")}
         row["ms_per_mp"] = None if elapsed[name] is None else round(elapsed[name] / megapixels, 1)
         row["cpu_ms_per_mp"] = None if cpu[name] is None else round(cpu[name] / megapixels, 1)
         for key in ("sad", "composite_band"):
@@ -105,9 +116,10 @@ def measure(samples: list[Sample], settings: EdgeSettings = DEFAULT_SETTINGS, me
             row[f"{key}_per_photo"] = [round(r[key], 3) for r in rows]
             row[f"{key}_worse_than_plain"] = sum(r[key] > b[key] for r, b in zip(rows, base))
         table[name] = row
-    return {"photos": [{"seed": s.seed, "size": list(s.alpha.shape[::-1]), "features": list(s.features)}
-                       for s in samples],
-            "megapixels": round(megapixels, 2), "methods": table}
+    photos = [{"seed": s.seed, "size": list(s.alpha.shape[::-1]), "features": list(s.features)} for s in samples]
+    return {"photos": photos, "megapixels": round(megapixels, 2), "methods": table,
+            "sizes": by_size(samples, per_photo), "guard": {"fired": sum(bool(g["fired"]) for g in guard),
+                                                            "per_photo": guard}}
 
 
 def colour_check(samples: list[Sample], settings: EdgeSettings = DEFAULT_SETTINGS) -> dict:

@@ -7,7 +7,7 @@ Several generators, so that a method tuned on one kind of picture is not graded 
 - subjects: a wobbly body with, by chance, fur/hair strands (0.25-1.5 px) on part of its outline, a soft
   (motion / defocus) stretch of edge, thin limbs a fraction of a logit cell wide, and holes;
 - colours: the subject's colour sometimes nearly matches the background's;
-- sizes: 1 to 12 megapixels.
+- sizes: 1, 2, 4, 8 and 12 megapixels, four photos each (two studio, two cluttered).
 
 The coarse input looks like SAM's rather than like the truth: the truth's coverage of each 256x256 cell (the
 photo squashed to a square as SAM does) is pushed through a steep tanh (logits of +-10..20 that flip within
@@ -24,12 +24,15 @@ import cv2
 import numpy as np
 
 LOW_RES = 256
-TUNING_SEEDS = tuple(range(100, 112))
-REPORT_SEEDS = tuple(range(0, 12))
-# Megapixels 1 to 12, landscape and portrait; seed i of either half gets SIZES[i].
-SIZES = ((1152, 864), (864, 1152), (1632, 1224), (1224, 1632), (1920, 1080), (2304, 1728), (1728, 2304),
-         (2560, 1600), (1152, 864), (1632, 1224), (3264, 2448), (4000, 3000))
-QUICK_SIZES = ((1152, 864), (864, 1152))  # 1 MP, landscape and portrait: `--quick`, `--small`, the grid
+# Five sizes people send (1, 2, 4, 8 and 12 MP), four photos each: studio and cluttered backgrounds, landscape
+# and portrait. Seed i of either half (counted from the half's first seed) gets SIZES[i]; the background
+# alternates with the seed, so every size has two of each.
+SIZE_GROUPS = {1: ((1152, 864), (864, 1152)), 2: ((1632, 1224), (1224, 1632)), 4: ((2304, 1728), (1728, 2304)),
+               8: ((3264, 2448), (2448, 3264)), 12: ((4000, 3000), (3000, 4000))}
+SIZES = tuple(size for pair in SIZE_GROUPS.values() for size in (pair[0], pair[0], pair[1], pair[1]))
+TUNING_SEEDS = tuple(range(100, 100 + len(SIZES)))
+REPORT_SEEDS = tuple(range(0, len(SIZES)))
+QUICK_SIZES = ((1152, 864), (864, 1152))  # 1 MP, landscape and portrait: `--small`, the grid
 BACKGROUNDS = ("studio", "cluttered")
 
 
@@ -198,5 +201,12 @@ def make_sample(seed: int, width: int, height: int) -> Sample:
                   foreground.round().astype(np.uint8), sam_like_logits(alpha, centre, rng), (kind, *features))
 
 
-def sample_set(seeds, sizes=SIZES) -> list[Sample]:
-    return [make_sample(seed, *sizes[i % len(sizes)]) for i, seed in enumerate(seeds)]
+def size_of(seed: int) -> tuple[int, int]:
+    """The photo size (width, height) seed ``seed`` of either half gets."""
+    return SIZES[(seed - (TUNING_SEEDS[0] if seed >= TUNING_SEEDS[0] else REPORT_SEEDS[0])) % len(SIZES)]
+
+
+def sample_set(seeds, sizes=None) -> list[Sample]:
+    """The photos of these seeds, each at its own size (``size_of``), or at ``sizes`` in turn when given."""
+    return [make_sample(seed, *(size_of(seed) if sizes is None else sizes[i % len(sizes)]))
+            for i, seed in enumerate(seeds)]

@@ -53,16 +53,16 @@ def tune(samples: list[Sample], settings: EdgeSettings = EdgeSettings()) -> dict
         stages.append({"stage": stage, "method": method, "objective": f"{metric} relative to plain",
                        "searched": results, "picked": {key: best[key] for key in axes}})
     budgets = []
-    for budget in (0.25, 0.5, 1.0):  # what the matting budget costs in quality and buys in time
+    for budget in (15_000, 30_000, 60_000):  # what the band budget costs in quality and buys in time
         print(f"budget {budget}", file=sys.stderr, flush=True)
-        table = measure(samples, replace(settings, work_megapixels=budget),
+        table = measure(samples, replace(settings, band_pixels=budget),
                         (methods["plain"], methods["refined_colours"]), reuse_plain=True)["methods"]
         row = table["refined_colours"]
-        budgets.append({"work_megapixels": budget, "sad_vs_plain": row["sad_vs_plain"],
+        budgets.append({"band_pixels": budget, "sad_vs_plain": row["sad_vs_plain"],
                         "composite_band_vs_plain": row["composite_band_vs_plain"], "ms_per_mp": row["ms_per_mp"],
                         "cpu_ms_per_mp": row["cpu_ms_per_mp"], "plain_cpu_ms_per_mp": table["plain"]["cpu_ms_per_mp"]})
     best = min(budgets, key=lambda r: r["composite_band_vs_plain"])
-    settings = replace(settings, work_megapixels=best["work_megapixels"])
+    settings = replace(settings, band_pixels=best["band_pixels"])
     return {"seeds": [s.seed for s in samples], "stages": stages, "budgets": budgets, "picked": asdict(settings)}
 
 
