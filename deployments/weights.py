@@ -3,6 +3,8 @@
 A checkpoint spec is one of
   * ``auto``            - Meta's official file for the model size, downloaded once into the cache dir;
   * ``random``          - seeded random weights for the real architecture (tests and load tests only);
+  * ``random-sharp``    - the same, with the mask decoder rewired so that masks have real 0 and 255 pixels around
+                          the clicks (tests of what a mask holds only; deployments/sam_model.py says how);
   * a local file path   - verified against ``checkpoint_sha256``, or against Meta's digest when it bears an
                           official file name; any other file is refused unless ``allow_unverified`` is set;
   * an http(s) URL      - downloaded into the cache dir, ``checkpoint_sha256`` required.
@@ -27,6 +29,7 @@ from .settings import MODEL_SIZES
 logger = logging.getLogger(__name__)
 
 RANDOM = "random"
+RANDOM_SHARP = "random-sharp"
 AUTO = "auto"
 _BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 
@@ -125,6 +128,7 @@ class ResolvedCheckpoint:
 
     path: Path | None  # None means random weights
     seed: int = 0
+    sharp: bool = False  # random-sharp: the random weights with the test mask decoder (sam_model.sharpen)
 
     @property
     def is_random(self) -> bool:
@@ -142,8 +146,8 @@ def resolve(model_size: str, spec: str = AUTO, sha256: str | None = None, cache_
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     official = OFFICIAL_CHECKPOINTS[model_size]
 
-    if spec == RANDOM:
-        return ResolvedCheckpoint(path=None, seed=seed)
+    if spec in (RANDOM, RANDOM_SHARP):
+        return ResolvedCheckpoint(path=None, seed=seed, sharp=spec == RANDOM_SHARP)
 
     if spec == AUTO or spec.startswith(("http://", "https://")):
         url = official.url if spec == AUTO else spec
