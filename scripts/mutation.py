@@ -1,0 +1,164 @@
+"""Mutation testing (``make mutation``): mutmut over the modules users rely on, then docs/benchmarks/mutation.json.
+
+    python scripts/mutation.py run [MODULE ...]   mutmut run, one worker, over every listed module (or those named,
+                                                  e.g. ``prompts`` or ``http_guard``)
+    python scripts/mutation.py report             reads mutmut's results (mutants/**/*.py.meta) and writes the JSON
+
+What is mutated, and with which tests, is ``[tool.mutmut]`` in pyproject.toml: the modules' unit tests only, none of
+which starts Ray. One thing is left out here rather than there: the Ray shells, classes decorated with
+``@serve.deployment``. The decorator replaces the class by a ``Deployment`` object, on which mutmut's trampolines
+cannot be set (importing the mutated module fails), and only the end-to-end tests reach those shells anyway.
+
+Mutants judged equivalent (no test can tell them from the original, or what they change is no behaviour) are listed
+in ``EQUIVALENT`` below, each with its reason; the report counts them apart and checks that each is still a survivor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "docs" / "benchmarks" / "mutation.json"
+TARGET = 0.90  # killed (timeouts included) over all mutants, per module
+
+# module -> the mutmut name prefix of its mutants
+MODULES = {
+    "prompts": "deployments.prompts.",
+    "output_options": "deployments.output_options.",
+    "geometry": "deployments.geometry.",
+    "lru": "deployments.lru.",
+    "image_store": "deployments.image_store.",
+    "imaging": "deployments.imaging.",
+    "postprocess": "deployments.postprocess.",
+    "preview": "deployments.preview.",
+    "png": "deployments.png.",
+    "errors": "deployments.errors.",
+    "http_errors": "deployments.http_errors.",
+    "http_guard": "deployments.http_guard.",
+}
+
+# mutant name -> why no test can (or should) kill it. Keep it short and honest.
+EQUIVALENT: dict[str, str] = {}
+
+
+def _ray_shell_lines(metadata_wrapper) -> set[int]:
+    """Lines where classes decorated with ``@serve.deployment`` (or ``@ray.serve.deployment``) start."""
+    import libcst as cst
+    from libcst.metadata import PositionProvider
+
+    class Finder(cst.CSTVisitor):
+        METADATA_DEPENDENCIES = (PositionProvider,)
+
+        def __init__(self):
+            self.lines: set[int] = set()
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            for decorator in node.decorators:
+                target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
+                if isinstance(target, cst.Attribute) and target.attr.value == "deployment":
+                    position = self.get_metadata(PositionProvider, node)
+                    self.lines.update(range(position.start.line, position.end.line + 1))
+
+    finder = Finder()
+    metadata_wrapper.visit(finder)
+    return finder.lines
+
+
+def run(modules: list[str]) -> None:
+    import os
+
+    import mutmut.mutation.file_mutation as file_mutation
+    from mutmut.__main__ import cli
+
+    os.chdir(ROOT)  # mutmut reads [tool.mutmut] from the working directory and writes mutants/ there
+
+    original = file_mutation.get_ignored_lines
+
+    def get_ignored_lines(filename, source, metadata_wrapper, coverage_excluded_lines=None):
+        ignored = original(filename, source, metadata_wrapper, coverage_excluded_lines)
+        ignored.ignore_node_lines |= _ray_shell_lines(metadata_wrapper)
+        return ignored
+
+    file_mutation.get_ignored_lines = get_ignored_lines
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown:
+        sys.exit(f"unknown module(s) {unknown}; choose from {sorted(MODULES)}")
+    patterns = [MODULES[m] + "*" for m in modules] or [prefix + "*" for prefix in MODULES.values()]
+    cli(["run", "--max-children", "1", *patterns], standalone_mode=True)
+
+
+def _status(code) -> str:
+    from mutmut.stats import status_by_exit_code
+
+    return status_by_exit_code[code]
+
+
+def report() -> dict:
+    results: dict[str, str] = {}
+    for meta in sorted((ROOT / "mutants" / "deployments").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        for name, code in data.get("exit_code_by_key", {}).items():
+            results[name] = _status(code)
+
+    modules = {}
+    for module, prefix in MODULES.items():
+        statuses = {name: status for name, status in results.items() if name.startswith(prefix)}
+        counts = Counter(statuses.values())
+        survivors = sorted(name for name, status in statuses.items() if status == "survived")
+        equivalent = [name for name in survivors if name in EQUIVALENT]
+        killed, timeouts, total = counts["killed"], counts["timeout"], len(statuses)
+        modules[module] = {
+            "mutants": total,
+            "killed": killed,
+            "survived": counts["survived"],
+            "timeouts": timeouts,
+            "no_tests": counts["no tests"],
+            "not_checked": counts["not checked"],
+            "other": total - killed - timeouts - counts["survived"] - counts["no tests"] - counts["not checked"],
+            "score": round((killed + timeouts) / total, 4) if total else None,
+            "survivors_equivalent": equivalent,
+            "survivors_not_equivalent": [name for name in survivors if name not in EQUIVALENT],
+        }
+    stale = sorted(name for name in EQUIVALENT if results.get(name) != "survived")
+    return {
+        "tool": f"mutmut {_mutmut_version()}",
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target_score": TARGET,
+        "score": "(killed + timeouts) / mutants, per module; a timeout counts as a kill (the mutant made the tests hang)",
+        "left_out": "classes decorated with @serve.deployment (the Ray shells: mutmut cannot wrap them; only the "
+                    "end-to-end tests reach them)",
+        "all_at_target": all(m["score"] is not None and m["score"] >= TARGET for m in modules.values()),
+        "modules": modules,
+        "equivalent": {name: EQUIVALENT[name] for name in sorted(EQUIVALENT) if name not in stale},
+        "equivalent_listed_but_not_surviving": stale,
+    }
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["run"]:
+        run(argv[1:])
+    elif argv[:1] == ["report"]:
+        result = report()
+        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+        OUTPUT.write_text(json.dumps(result, indent=2) + "\n")
+        for module, m in result["modules"].items():
+            score = "-" if m["score"] is None else f"{m['score']:.1%}"
+            print(f"{module:16} killed {m['killed']:4}  survived {m['survived']:4}  timeouts {m['timeouts']:3}  "
+                  f"no tests {m['no_tests']:3}  score {score}")
+        print(f"written {OUTPUT.relative_to(ROOT)}; every module at {TARGET:.0%} or more: {result['all_at_target']}")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
