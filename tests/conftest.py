@@ -14,6 +14,9 @@ from serve_app.local_ray import free_port  # noqa: E402  (the tests' import: one
 
 TEST_ARGS = {"model": "tiny", "checkpoint": "random", "device": "cpu", "embedding_cache_mb": 256,
              "image_store_mb": 256}
+# For tests of what a mask holds: the test checkpoint whose masks have real 0 and 255 pixels, a blob around the keep
+# clicks (deployments/sam_model.py, sharpen). Seeded random weights give alpha 114..140 everywhere.
+SHARP_ARGS = {**TEST_ARGS, "checkpoint": "random-sharp"}
 
 
 ray_serve_urls: dict[str, str] = {}
@@ -54,6 +57,19 @@ def app_url(serve_instance):
 
     serve.run(bind_graph(AppArgs(**TEST_ARGS), {"Ingress": {"num_replicas": 2}}), name=APP_NAME, route_prefix="/")
     return serve_instance
+
+
+@pytest.fixture(scope="session")
+def sharp_app_url(serve_instance):
+    """The real application on the test checkpoint random-sharp (SHARP_ARGS), one replica per stage, under the
+    route prefix /sharp: for the tests that assert what a mask holds."""
+    from ray import serve
+
+    from serve_app.app import bind_graph
+    from serve_app.config import AppArgs
+
+    serve.run(bind_graph(AppArgs(**SHARP_ARGS)), name="bgremove_sharp", route_prefix="/sharp")
+    return serve_instance + "/sharp"
 
 
 API_KEYS = ("key-a-0123456789abcdef", "key-b-0123456789abcdef")
