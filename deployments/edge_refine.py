@@ -20,16 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from .edge_grid import blocks, downsample, sample_at
-from .edge_settings import EdgeSettings
+from .edge_settings import EdgeSettings, torch_device as device
 from .geometry import subject_box
 from .matting import solve_alpha
 
 LOW_RES = 256
 ALPHA_PER_LOGIT = 32.0  # the plain edge's ramp (edges.py): the coarse alpha the solve starts from
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def upsample(logits: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -88,7 +84,7 @@ def solve(photo: np.ndarray, known: np.ndarray, start: np.ndarray, settings: Edg
         info.setdefault("residual", 0.0)
         return getattr(pymatting, f"estimate_alpha_{settings.solver}")(photo.astype(np.float64), trimap,
                                                                        **kwargs).astype(np.float32)
-    on = device()
+    on = device(settings)
     image = torch.from_numpy(np.ascontiguousarray(photo)).to(on).permute(2, 0, 1).contiguous()
     part: dict = {}
     alpha = solve_alpha(image, torch.from_numpy(known).to(on), torch.from_numpy(start).to(on), settings.epsilon,
@@ -111,10 +107,10 @@ def matte(work: Working, settings: EdgeSettings, info: dict) -> np.ndarray | Non
     return alpha
 
 
-def guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsilon: float) -> torch.Tensor:
+def guide_coefficients(photo: np.ndarray, alpha: np.ndarray, radius: int, epsilon: float,
+                       on: torch.device) -> torch.Tensor:
     """He et al.'s guided filter (colour guide): per window, alpha ~ a . colour + b. Returns (4, h, w): a, b,
     averaged over the windows holding each pixel, ready to apply to a full-resolution colour."""
-    on = device()
     image = torch.from_numpy(photo).to(on).permute(2, 0, 1)
     p = torch.from_numpy(alpha).to(on)[None]
 
@@ -153,7 +149,8 @@ def refined_matte(photo: np.ndarray, logits: np.ndarray, inside: np.ndarray, set
         alpha[band] = work_alpha[band]
         info["fine_pixels"] = 0
         return alpha, band
-    coefficients = guide_coefficients(work.photo, work_alpha, settings.guide_radius, settings.guide_epsilon)
+    coefficients = guide_coefficients(work.photo, work_alpha, settings.guide_radius, settings.guide_epsilon,
+                                      device(settings))
     for rows, cols in blocks(band):
         sampled = sample_at(coefficients, rows, cols, size).cpu().numpy()
         pixels = photo[rows, cols].astype(np.float32) / 255.0

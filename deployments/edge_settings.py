@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class EdgeSettings:
@@ -31,7 +33,17 @@ class EdgeSettings:
     guard_alignment: float = 0.05  # how much better than the plain edge's the matte's gradients must follow the
     # photo's (cosine over the band)
     decontaminate: bool = True  # estimate the subject's colour on the soft edge (plain and refined)
+    device: str = "auto"  # the torch solve's device: "auto" (CUDA when visible), "cpu", "cuda"
     solver: str = "torch"  # "torch" (this package's CG) or a pymatting method: "cf", "knn", "lkm", "rw"
 
 
 DEFAULT_SETTINGS = EdgeSettings()
+
+
+def torch_device(settings: EdgeSettings) -> torch.device:
+    """Where the refined edge's solve, guided upsampling and (on CUDA) colour estimation run: ``settings.device``,
+    "auto" being CUDA when this process sees a GPU (a Postprocess replica sees one only if its config gives it a
+    share)."""
+    if settings.device != "auto":
+        return torch.device(settings.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

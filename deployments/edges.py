@@ -28,11 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import edge_colours_torch
 from .edge_colours import decontaminate
 from .edge_grid import blocks
 from .edge_guard import verdict
 from .edge_refine import refined_matte, unknown_band
-from .edge_settings import DEFAULT_SETTINGS, EdgeSettings
+from .edge_settings import DEFAULT_SETTINGS, EdgeSettings, torch_device
 
 __all__ = ["DEFAULT_SETTINGS", "EdgeSettings", "cutout_edge", "decontaminate", "soft_alpha", "unknown_band",
            "upsample_logits", "warm_up"]
@@ -92,6 +93,9 @@ def cutout_edge(photo: np.ndarray, logits: np.ndarray, refine: bool, *, colours:
             diagnostics.update(info)
     if not want_colours:
         return alpha, photo
+    on = torch_device(settings)
+    if on.type == "cuda":  # numba's loops run on the CPU; on a GPU the same method in torch
+        return alpha, edge_colours_torch.decontaminate(photo, alpha, settings, on)
     return alpha, decontaminate(photo, alpha, settings)
 
 
