@@ -118,6 +118,43 @@ def test_random_weights_are_seeded():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_random_sharp_keeps_the_random_encoder_and_gives_real_masks_around_the_clicks():
+    """The test checkpoint random-sharp (deployments/sam_model.py, sharpen): the seeded random weights with only the
+    prompt encoder and mask decoder changed, and masks, by sam2's own predictor, that the mask-content tests can
+    rely on: logits beyond +-4 (alpha 0 and 255), a kept share strictly between 0 and 1 holding the click, a box
+    smaller than the photo, a mask that moves with the click and that an exclude click shrinks."""
+    import numpy as np
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from images import photo
+
+    resolved = weights.resolve("tiny", "random-sharp", seed=3)
+    assert (resolved.is_random, resolved.sharp, resolved.seed) == (True, True, 3)
+    sharp = build_model(SegmenterConfig(model="tiny", checkpoint="random-sharp"), torch.device("cpu"))
+    plain = build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu")).state_dict()
+    changed = {k.split(".")[0] for k, v in sharp.state_dict().items() if not torch.equal(v, plain[k])}
+    assert changed == {"sam_mask_decoder", "sam_prompt_encoder"}, changed
+
+    predictor = SAM2ImagePredictor(sharp)
+    predictor.set_image(photo(400, 300, seed=41))
+
+    def mask(points, labels):
+        logits, scores, _ = predictor.predict(np.array(points, np.float32), np.array(labels),
+                                              multimask_output=len(points) == 1, return_logits=True)
+        best = logits[int(np.argmax(scores))]
+        assert best.min() < -4 and best.max() > 4, (best.min(), best.max())
+        return best > 0
+
+    middle, corner = mask([[200, 150]], [1]), mask([[50, 50]], [1])
+    for kept, (x, y) in ((middle, (200, 150)), (corner, (50, 50))):
+        rows, cols = np.flatnonzero(kept.any(1)), np.flatnonzero(kept.any(0))
+        assert 0 < kept.mean() < 0.5 and kept[y, x], kept.mean()
+        assert cols[-1] + 1 - cols[0] < 400 and rows[-1] + 1 - rows[0] < 300
+    assert not middle[50, 50] and not corner[150, 200]
+    carved = mask([[200, 150], [240, 150]], [1, 0])
+    assert carved.sum() < middle.sum() and not carved[150, 240]
+
+
 def test_official_table_is_complete():
     assert set(weights.OFFICIAL_CHECKPOINTS) == set(weights.MODEL_SIZES)
     for size, ckpt in weights.OFFICIAL_CHECKPOINTS.items():
