@@ -10,7 +10,7 @@ Markers, anywhere in a page (tables and code blocks included):
     {{ span(["f1.json", "f2.json"], "key", ".1f") }}  -> "lo-hi", or one value when all runs agree
     {{ observed("~610 MiB", "seen in tests/test_decode_memory.py's output") }}  -> a figure with no file, said so
 
-A key is a dotted path into the JSON (list items by index); a key segment with a dot in it goes in brackets,
+A backslash before a marker (\\{{ figure(...) }}) shows it as written. A key is a dotted path into the JSON (list items by index); a key segment with a dot in it goes in brackets,
 e.g. "budgets.[0.25].sad". The format is a Python format spec (".1f", ".0%", "+.1%", ",.0f"); without one a
 number is written as the JSON holds it. The build fails on a missing file, a missing key or a malformed marker.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-MARKER = re.compile(r"\{\{\s*(figure|runs|span|observed)\((.*?)\)\s*\}\}", re.S)
+MARKER = re.compile(r"(\\?)\{\{\s*(figure|runs|span|observed)\((.*?)\)\s*\}\}", re.S)
 _cache: dict[str, object] = {}
 
 
@@ -120,8 +120,10 @@ def render(kind: str, arguments: str) -> str:
 
 def render_text(markdown: str, where: str = "") -> str:
     def replace(match: re.Match) -> str:
+        if match.group(1):  # \{{ ... }}: the marker itself, shown as text
+            return match.group(0)[1:]
         try:
-            return render(match.group(1), match.group(2))
+            return render(match.group(2), match.group(3))
         except FigureError as error:
             raise FigureError(f"{where}: {error}") from None
 
