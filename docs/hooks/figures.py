@@ -23,7 +23,10 @@ import json
 import re
 from pathlib import Path
 
-from mkdocs.exceptions import PluginError
+try:
+    from mkdocs.exceptions import PluginError
+except ImportError:  # tests/test_docs.py renders markers without mkdocs installed
+    PluginError = Exception
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 MARKER = re.compile(r"(\\?)\{\{\s*(figure|runs|span|observed)\((.*?)\)\s*\}\}", re.S)
