@@ -9,7 +9,7 @@ DOCS_STAMP := $(VENV)/.docs-installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test test-kernels test-containers bench docs clean
+.PHONY: install serve test test-kernels test-containers bench docs mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,15 @@ docs: $(DOCS_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/bgremove bench --overhead --model tiny
+
+# Mutation testing, a benchmark (not part of `make test`: about an hour on two busy cores): mutmut (the `mutation`
+# extra) over the modules users rely on, with their fast unit tests, one worker; the score per module goes to
+# docs/benchmarks/mutation.json. MODULES="prompts png" runs only those (their scores alone in the JSON).
+mutation: $(STAMP)
+	$(BIN)/pip install -q -e ".[mutation]"
+	rm -rf mutants
+	$(BIN)/python scripts/mutation.py run $(MODULES)
+	$(BIN)/python scripts/mutation.py report
 
 clean:
 	rm -rf $(VENV) .pytest_cache site

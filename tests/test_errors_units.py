@@ -55,3 +55,11 @@ def test_overloaded_is_a_503_with_retry_after():
     assert longer.headers == {"Retry-After": "7"}
     assert "Retry-After" in default.message
     assert_readable(default.message)
+
+
+def test_out_of_memory_is_a_retryable_503_on_our_side():
+    default, longer = errors.out_of_memory(), errors.out_of_memory(9)
+    assert (default.status, default.code) == (503, "out_of_memory")
+    assert int(default.headers["Retry-After"]) >= 1 and longer.headers == {"Retry-After": "9"}
+    assert "Retry-After" in default.message and "memory" in default.message
+    assert_readable(default.message)

@@ -1,0 +1,204 @@
+"""Decoding uploads at their edges (deployments/imaging.py): ids, the model copy's size, the limits at exactly their
+value, every pixel mode to 8-bit RGB, and which failures are the file's (4xx) and which are ours."""
+
+import hashlib
+import hmac
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployments.errors import ApiError
+from deployments.imaging import check_image_id, decode_image, image_id_of, model_copy, scoped_image_id
+from deployments.settings import IngressLimits
+from message_style import assert_readable
+
+from images import encode, photo
+
+
+def as_file(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def refusal(data: bytes, limits: IngressLimits = IngressLimits()) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        decode_image(data, limits)
+    assert_readable(info.value.message)
+    return info.value
+
+
+# -- ids --------------------------------------------------------------------------------------------------------------
+
+def test_an_image_id_is_32_hex_digits_of_the_contents():
+    assert image_id_of(b"abc") == hashlib.blake2b(b"abc", digest_size=16).hexdigest()
+    assert len(image_id_of(b"")) == 32 and image_id_of(b"a") != image_id_of(b"b")
+
+
+def test_a_scoped_id_is_the_content_id_without_keys_and_a_keyed_hmac_with_them():
+    content = image_id_of(b"photo")
+    assert scoped_image_id(content, "", b"secret") == content
+    scoped = scoped_image_id(content, "owner-digest", b"secret")
+    expected = hmac.new(b"secret", f"owner-digest:{content}".encode(), hashlib.sha256).hexdigest()[:32]
+    assert scoped == expected and check_image_id(scoped) == scoped
+    assert scoped != scoped_image_id(content, "other-owner", b"secret")
+    assert scoped != scoped_image_id(content, "owner-digest", b"other-secret")
+
+
+@pytest.mark.parametrize("bad", ["", "0" * 31, "0" * 33, "G" * 32, "A" * 32, "0" * 31 + " ", "../" + "0" * 29])
+def test_only_ids_this_service_gives_out_are_accepted(bad):
+    with pytest.raises(ApiError) as info:
+        check_image_id(bad)
+    assert (info.value.status, info.value.code) == (400, "invalid_image_id")
+    assert "`image_id`" in info.value.message and "POST /v1/images" in info.value.message
+    assert_readable(info.value.message.replace(bad, ""))  # the echoed id may be anything
+
+
+def test_a_long_bad_id_is_echoed_only_in_part():
+    with pytest.raises(ApiError) as info:
+        check_image_id("z" * 100)
+    assert repr("z" * 40) + "..." in info.value.message and "z" * 41 not in info.value.message
+    with pytest.raises(ApiError) as info:
+        check_image_id("z" * 40)
+    assert repr("z" * 40) + " is" in info.value.message
+
+
+# -- the model copy ---------------------------------------------------------------------------------------------------
+
+def test_a_photo_at_or_below_the_model_side_is_its_own_model_copy():
+    rgb = photo(1024, 700)
+    assert model_copy(rgb, 1024) is rgb
+
+
+@pytest.mark.parametrize("width, height, expected", [(2048, 1536, (1024, 768)), (1025, 10, (1024, 10)),
+                                                      (300, 5000, (61, 1024)), (4000, 1, (1024, 1))])
+def test_the_model_copy_has_its_long_side_at_the_model_side(width, height, expected):
+    copy = model_copy(np.zeros((height, width, 3), np.uint8), 1024)
+    assert (copy.shape[1], copy.shape[0]) == expected and copy.dtype == np.uint8
+
+
+def test_the_model_copy_is_a_smooth_downscale():
+    rgb = np.zeros((400, 800, 3), np.uint8)
+    rgb[:, 400:] = 200
+    copy = model_copy(rgb, 200)
+    assert copy.shape == (100, 200, 3)
+    assert (copy[:, :95] == 0).all() and (copy[:, 105:] == 200).all()
+
+
+def test_a_decoded_upload_carries_its_id_size_and_model_copy():
+    data = encode(photo(1500, 600), "PNG")
+    decoded = decode_image(data, IngressLimits(model_side=500))
+    assert decoded.image_id == image_id_of(data)
+    assert (decoded.width, decoded.height) == (1500, 600) and decoded.model_rgb.shape == (200, 500, 3)
+    assert decoded.alpha is None
+
+
+# -- limits -----------------------------------------------------------------------------------------------------------
+
+def test_an_upload_of_exactly_the_byte_limit_is_accepted():
+    data = encode(photo(20, 10), "PNG")
+    assert decode_image(data, IngressLimits(max_upload_bytes=len(data))).width == 20
+    error = refusal(data, IngressLimits(max_upload_bytes=len(data) - 1))
+    assert (error.status, error.code) == (413, "file_too_large")
+
+
+def test_the_byte_limit_is_given_in_megabytes():
+    error = refusal(b"x" * 3_000_001, IngressLimits(max_upload_bytes=3_000_000))
+    assert "3 MB" in error.message
+
+
+def test_an_image_of_exactly_the_pixel_limit_is_accepted():
+    data = encode(photo(50, 40), "PNG")
+    assert decode_image(data, IngressLimits(max_pixels=2000)).height == 40
+    error = refusal(data, IngressLimits(max_pixels=1999))
+    assert (error.status, error.code) == (413, "too_many_pixels")
+    assert "50x40" in error.message
+
+
+def test_an_empty_upload_is_a_400():
+    error = refusal(b"")
+    assert (error.status, error.code) == (400, "empty_image") and "`image`" in error.message
+
+
+def test_not_an_image_names_the_formats_we_read():
+    error = refusal(b"%PDF-1.4 not a photo")
+    assert (error.status, error.code) == (415, "unsupported_media_type")
+    assert all(fmt in error.message for fmt in ("JPEG", "PNG", "WebP", "GIF", "BMP", "TIFF"))
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "ICO", "PCX"])
+def test_formats_outside_the_list_are_not_opened(fmt):
+    image = Image.new("RGB", (16, 16), "red")
+    try:
+        data = as_file(image, fmt)
+    except (OSError, KeyError):
+        pytest.skip(f"Pillow cannot write {fmt} here")
+    assert refusal(data).status == 415
+
+
+# -- modes -------------------------------------------------------------------------------------------------------------
+
+def test_rgba_over_white_rounds_exactly():
+    rgba = np.zeros((1, 256, 4), np.uint8)
+    rgba[0, :, 0] = 200
+    rgba[0, :, 3] = np.arange(256)
+    decoded = decode_image(as_file(Image.fromarray(rgba, "RGBA")), IngressLimits())
+    a = np.arange(256)
+    expected = np.floor((200 * a + 255 * (255 - a)) / 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(decoded.rgb[0, :, 0], expected)
+    assert (decoded.rgb[0, :, 1] == 255 - a).all() and np.array_equal(decoded.alpha[0], a.astype(np.uint8))
+
+
+def test_a_tall_rgba_image_is_flattened_band_by_band_without_seams():
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (150, 7, 4), dtype=np.uint8)
+    decoded = decode_image(as_file(Image.fromarray(rgba, "RGBA")), IngressLimits())
+    a = rgba[..., 3:].astype(np.int64)
+    expected = np.floor((rgba[..., :3] * a + 255 * (255 - a)) / 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(decoded.rgb, expected)
+
+
+@pytest.mark.parametrize("mode", ["LA", "PA"])
+def test_grey_and_palette_with_alpha_keep_their_alpha(mode):
+    base = Image.new("LA", (8, 4), (90, 255))
+    base.putpixel((0, 0), (90, 0))
+    image = base if mode == "LA" else base.convert("RGBA").convert("PA") if hasattr(Image, "PA") else base
+    try:
+        data = as_file(image)
+    except (OSError, ValueError):
+        pytest.skip(f"Pillow cannot write {mode} as PNG")
+    decoded = decode_image(data, IngressLimits())
+    assert decoded.alpha is not None and decoded.alpha[0, 0] == 0 and decoded.alpha[1, 1] == 255
+    assert tuple(decoded.rgb[0, 0]) == (255, 255, 255) and tuple(decoded.rgb[1, 1]) == (90, 90, 90)
+
+
+def test_a_palette_image_without_transparency_has_no_alpha():
+    image = Image.new("P", (6, 6), 3)
+    image.putpalette([0, 0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90] + [0] * 756)
+    decoded = decode_image(as_file(image), IngressLimits())
+    assert decoded.alpha is None and tuple(decoded.rgb[0, 0]) == (70, 80, 90)
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0, 255], [0, 255]),  # 8 bits held in 32: as they are
+    ([0, 256, 65535], [0, 1, 255]),  # 16 bits: the top byte
+    ([0, 1 << 20, (1 << 21) - 1], [0, 128, 255]),  # wider still: the top 8 of its bits
+])
+def test_integer_grey_of_any_depth_keeps_its_top_bits(values, expected):
+    image = Image.fromarray(np.array([values], np.int32), "I")
+    decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
+    assert decoded.rgb[0, :, 0].tolist() == expected and (decoded.rgb[..., 0] == decoded.rgb[..., 2]).all()
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.0, 0.5, 1.0], [0, 128, 255]),  # 0..1
+    ([0.0, 127.5, 255.0], [0, 128, 255]),  # 0..255
+    ([0.0, 500.0, 1000.0], [0, 128, 255]),  # larger: its own maximum
+    ([float("nan"), float("inf"), 1.0], [0, 0, 255]),
+])
+def test_float_grey_is_scaled_by_its_range(values, expected):
+    image = Image.fromarray(np.array([values], np.float32), "F")
+    decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
+    assert decoded.rgb[0, :, 0].tolist() == expected
