@@ -44,7 +44,7 @@ test-kernels: $(STAMP)
 	    $(BIN)/python -m pytest tests/test_segmenter.py -p no:cacheprovider || exit 1; \
 	done
 
-# The image and a two-node Ray cluster of containers, for real (Docker from Debian's packages; see the README).
+# The image and a two-node Ray cluster of containers, for real (Docker from Debian's packages; see docs/tests.md, "The container check").
 test-containers:
 	bash scripts/container_check.sh
 

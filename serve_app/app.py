@@ -20,7 +20,7 @@ APP_NAME = "background_remover"
 
 # Every click on one image goes to the replica that holds its embedding: Serve's consistent-hash router over
 # the session id (the image id). With no fallback the affinity is strict: a busy owner queues the click
-# rather than sending it to a replica that would recompute the embedding (see README, "Routing").
+# rather than sending it to a replica that would recompute the embedding (see docs/performance.md, "Routing").
 SESSION_ROUTER = RequestRouterConfig(
     request_router_class="ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
     request_router_kwargs={"num_virtual_nodes": 100, "num_fallback_replicas": 0},

@@ -21,7 +21,7 @@ SUFFIX_BY_FORMAT = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 OUTPUT_OPTIONS = ("format", "mask_only", "background", "crop", "crop_margin", "feather", "quality", "refine")
 ROW_KEYS = {"path", "points", "labels", "box", *OUTPUT_OPTIONS}
 # The default prompt of a photo without one: a box over the frame less this share of each side. SAM then cuts
-# the object that fills the box, the product of a centred product photo (a heuristic; see the README).
+# the object that fills the box, the product of a centred product photo (a heuristic; see docs/bulk-jobs.md).
 DEFAULT_BOX_MARGIN = 0.02
 
 

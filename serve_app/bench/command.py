@@ -1,5 +1,5 @@
 """``bgremove bench [SCENARIO]``: the scenarios as sub-verbs, the flags that chose them before (kept: DESIGN.md,
-the README and the Makefile call them), and one JSON object printed per run.
+the docs and the Makefile call them), and one JSON object printed per run.
 
   bgremove bench [graph]              the graph over HTTP against the old design (--routing etc. absent)
   bgremove bench overhead             the same plus the echo and chain apps, each click's overhead (--overhead)
