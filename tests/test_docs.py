@@ -153,7 +153,10 @@ def test_readme_is_a_front_page_that_links_into_the_docs():
     links = re.findall(r"\]\(((?!https?:|#)[^)\s]+)\)", readme)
     assert any(link.startswith("docs/") for link in links)
     for link in links:
-        assert (ROOT / link.split("#", 1)[0]).exists(), f"README links to {link}, which does not exist"
+        path, _, anchor = link.partition("#")
+        assert (ROOT / path).exists(), f"README links to {link}, which does not exist"
+        if anchor and path.endswith(".md"):
+            assert anchor in anchors(ROOT / path), f"README links to {link}: no such heading there"
 
 
 def test_no_figure_in_the_readme_and_no_bit_for_bit_anywhere():
