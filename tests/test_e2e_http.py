@@ -1,7 +1,9 @@
-"""End to end through Ray Serve over HTTP: the real graph, the real SAM 2.1 code (tiny, seeded random weights)."""
+"""End to end through Ray Serve over HTTP: the real graph, the real SAM 2.1 code (tiny, seeded random weights; the
+old route's answer on the test checkpoint random-sharp, whose masks have real 0 and 255 pixels)."""
 
 import json
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from images import decode, jpeg, photo, png
+from images import decode, jpeg, photo, png, real_mask
 from parity import LOGIT_NOISE, PREVIEW_MIN_IOU, assert_same_mask, iou, preview_mask
 from reliability import metric_samples, wait_until
 
@@ -63,16 +65,17 @@ def served_mask(response: httpx.Response, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image) >= 128
 
 
-def test_old_service_curl_form(app_url):
+def test_old_service_curl_form(sharp_app_url):
     # curl -F image=@photo.jpg -F 'points=[[100, 200], [300, 400]]' .../background-removal/remove
-    response = post(app_url, "/background-removal/remove", files={"image": ("photo.jpg", jpeg(640, 480), "image/jpeg")},
-                    data={"points": "[[100, 200], [300, 400]]"})
+    response = post(sharp_app_url, "/background-removal/remove", files={"image": ("photo.jpg", jpeg(640, 480),
+                    "image/jpeg")}, data={"points": "[[100, 200], [300, 400]]"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     image = decode(response.content)
     assert (image.mode, image.size) == ("RGBA", (640, 480))
     alpha = np.asarray(image)[..., 3]
-    assert 0 < (alpha > 0).sum()  # something is kept ...
+    real_mask(alpha)  # some of the photo kept, the rest transparent
+    assert alpha[200, 100] == alpha[400, 300] == 255, "a clicked point is not opaque"
     assert response.headers["X-Image-Id"] and math.isfinite(float(response.headers["X-Mask-Score"]))
     assert "segment;dur=" in response.headers["Server-Timing"] and "cache;desc=" in response.headers["Server-Timing"]
 
@@ -276,9 +279,20 @@ def test_healthz_and_docs(app_url):
     assert {"/background-removal/remove", "/v1/cutout", "/v1/images", "/healthz"} <= set(spec["paths"])
 
 
+def ingress_requests(metrics_url: str, app: str) -> dict[str, float]:
+    """Requests each Ingress replica of ``app`` answered, from Ray Serve's own per-replica counter."""
+    counts: dict[str, float] = {}
+    for labels, value in metric_samples(metrics_url, "ray_serve_deployment_request_counter_total", application=app,
+                                        deployment="Ingress"):
+        counts[labels["replica"]] = counts.get(labels["replica"], 0.0) + value
+    return counts
+
+
 @pytest.fixture(scope="module")
-def short_ttl_url(serve_instance):
-    """A second app whose image store forgets photos 8 s after their last use; two ingress replicas."""
+def short_ttl(serve_instance, app_url):
+    """A second app, two ingress replicas, whose image store forgets photos ttl_s after their last use. ttl_s is ten
+    times what a first cut-out of a new photo took on the session's app just now (8 s at least): the clicks made
+    right after an upload must not outlast it on a slow or busy machine."""
     from ray import serve
 
     from serve_app.app import bind_graph
@@ -286,27 +300,41 @@ def short_ttl_url(serve_instance):
 
     from conftest import TEST_ARGS
 
-    serve.run(bind_graph(AppArgs(**{**TEST_ARGS, "image_ttl_s": 8.0}), {"Ingress": {"num_replicas": 2}}),
+    start = time.monotonic()
+    measured = post(app_url, "/v1/cutout", files={"image": ("p.jpg", jpeg(320, 240, seed=4100), "image/jpeg")},
+                    data={"points": "[[160, 120]]"})
+    elapsed = time.monotonic() - start
+    assert measured.status_code == 200 and measured.headers["X-Embedding-Cache"] == "miss", measured.text
+    ttl_s = max(8.0, 10 * elapsed)
+    serve.run(bind_graph(AppArgs(**{**TEST_ARGS, "image_ttl_s": ttl_s}), {"Ingress": {"num_replicas": 2}}),
               name="short_ttl", route_prefix="/short-ttl")
-    yield serve_instance + "/short-ttl"
+    yield serve_instance + "/short-ttl", ttl_s
     serve.delete("short_ttl")
 
 
-def test_image_id_works_from_every_ingress_replica_then_expires(short_ttl_url):
-    import time
-
+def test_image_id_works_from_every_ingress_replica_then_expires(short_ttl, metrics_url):
+    url, ttl_s = short_ttl
     data = jpeg(320, 240, seed=41)
-    first = post(short_ttl_url, "/v1/cutout", files={"image": ("p.jpg", data, "image/jpeg")},
-                 data={"points": "[[160, 120]]"})
+    first = post(url, "/v1/cutout", files={"image": ("p.jpg", data, "image/jpeg")}, data={"points": "[[160, 120]]"})
     assert first.status_code == 200, first.text
     image_id = first.headers["X-Image-Id"]
     # Separate connections spread over both ingress replicas; every click right away finds the photo.
-    for click in range(6):
+    clicks = 16
+    for click in range(clicks):
         with httpx.Client(timeout=120) as fresh_connection:
-            response = fresh_connection.post(short_ttl_url + "/v1/cutout",
+            response = fresh_connection.post(url + "/v1/cutout",
                                              data={"image_id": image_id, "points": f"[[{100 + click}, 100]]"})
         assert response.status_code == 200, response.text
-    time.sleep(10.0)  # past the 8 s TTL since the last click
-    expired = post(short_ttl_url, "/v1/cutout", data={"image_id": image_id, "points": "[[100, 100]]"})
+    # Which replica answered each: Serve's per-replica counters, once they hold all 1 + clicks requests (this app's
+    # only ones). Each replica answered at least two, so at least one click.
+    def all_counted():
+        counts = ingress_requests(metrics_url, "short_ttl")
+        return counts if sum(counts.values()) >= 1 + clicks else None
+
+    counts = wait_until(all_counted, 60, what="the ingress replicas' request counters")
+    assert sum(counts.values()) == 1 + clicks and len(counts) == 2 and min(counts.values()) >= 2, counts
+    # Past the TTL since the last click, and past the ingress replicas' own memory of the record (a quarter of it).
+    time.sleep(1.25 * ttl_s + 1.0)
+    expired = post(url, "/v1/cutout", data={"image_id": image_id, "points": "[[100, 100]]"})
     assert expired.status_code == 404
     assert expired.json()["error"]["code"] == "unknown_image_id" and "upload" in expired.json()["error"]["message"]
