@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -150,10 +151,16 @@ def test_readme_one_gpu_box_commands_work_with_token_authentication(workdir):
     assert dashboard and all(address.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for address in dashboard)
     assert read("token_mode.txt").strip() == "600"
 
-    assert read("unauthenticated.rc").strip() != "0"
-    assert "Missing authentication token" in read("unauthenticated.txt"), read("unauthenticated.txt")[-2000:]
-    assert read("wrong_token.rc").strip() != "0"
-    assert "Invalid authentication token" in read("wrong_token.txt"), read("wrong_token.txt")[-2000:]
+    # What the README says the dashboard answers without the token (401) and with a wrong one (403). `serve status`
+    # prints the answer's body, which starts with the status's reason phrase ("Unauthorized: Missing ...").
+    claim = re.search(r"`serve status` without the token \((\d{3})\) or with a wrong one\s+\((\d{3})\)",
+                      (ROOT / "README.md").read_text())
+    assert claim, "the README no longer says what `serve status` without the token answers"
+    for name, status, reason in (("unauthenticated", claim[1], "Missing authentication token"),
+                                 ("wrong_token", claim[2], "Invalid authentication token")):
+        output = read(f"{name}.txt")
+        assert read(f"{name}.rc").strip() != "0", output[-2000:]
+        assert f"{HTTPStatus(int(status)).phrase}: {reason}" in output, (status, output[-2000:])
 
     # `ray start` wrote the address a plain ray.init() joins into the private temp dir, not the machine's /tmp/ray.
     assert read("cluster_address.txt").strip() == "127.0.0.1:6379"

@@ -71,7 +71,16 @@ def wait_for_mask(page, after_version: int, clicks: int) -> dict:
     return overlay_state(page)
 
 
-def test_page_uploads_clicks_shows_the_mask_and_downloads_the_cutout(app_url, browser_page, tmp_path):
+def test_page_uploads_clicks_shows_the_mask_and_downloads_the_cutout(sharp_app_url, browser_page, tmp_path):
+    """On the test checkpoint random-sharp (conftest.SHARP_ARGS): a click keeps a blob around it, so the tint, the
+    exclude click and the download have something to show."""
+    import json
+
+    import numpy as np
+
+    from images import decode, real_mask
+
+    app_url = sharp_app_url
     page, console_errors = browser_page
     width, height = 480, 360
     photo_path = tmp_path / "photo.png"
@@ -88,9 +97,10 @@ def test_page_uploads_clicks_shows_the_mask_and_downloads_the_cutout(app_url, br
     first = wait_for_mask(page, empty["version"], 1)
     assert 0 < first["covered"] < first["pixels"], "the first click drew no mask over the photo"
 
-    click_photo(page, 0.15, 0.2, button="right")  # right-click: an exclude point
+    click_photo(page, 0.6, 0.55, button="right")  # right-click: an exclude point, on the kept blob's edge
     second = wait_for_mask(page, first["version"], 2)
     assert second["url"] != first["url"], "the overlay did not change with the second click"
+    assert 0 < second["covered"] < first["covered"], "the exclude click did not take part of the tint away"
     assert page.locator("#markers .keep").count() == 1 and page.locator("#markers .exclude").count() == 1
     page.screenshot(path=str(ARTIFACTS / "web-page.png"))
 
@@ -101,8 +111,14 @@ def test_page_uploads_clicks_shows_the_mask_and_downloads_the_cutout(app_url, br
     image = Image.open(download.path())
     image.load()
     assert (image.format, image.mode, image.size) == ("PNG", "RGBA", (width, height))
-    alpha = image.getchannel("A")
-    assert alpha.getextrema()[1] > 0, "the cut-out is fully transparent"
+    # The download is the cut-out of the page's two clicks: its alpha is the service's mask for them.
+    alpha = np.asarray(image.getchannel("A"))
+    real_mask(alpha)
+    clicks = page.evaluate("[state.imageId, state.points, state.labels]")
+    mask = httpx.post(app_url + "/v1/cutout", timeout=120, data={
+        "image_id": clicks[0], "points": json.dumps(clicks[1]), "labels": json.dumps(clicks[2]), "mask_only": "true"})
+    assert mask.status_code == 200, mask.text
+    assert clicks[2] == [1, 0] and np.array_equal(alpha, np.asarray(decode(mask.content)))
 
     # Undo takes the exclude click back: the overlay returns to the first click's mask.
     page.click("#undo")
