@@ -34,7 +34,7 @@ class OpenPaths:
         self.guarded, self.app = guarded, app
 
     async def __call__(self, scope, receive, send) -> None:
-        is_open = not _route_path(scope).startswith(API_PREFIXES) and scope["method"] in SAFE_METHODS
+        is_open = not route_path(scope).startswith(API_PREFIXES) and scope["method"] in SAFE_METHODS
         await (self.app if is_open else self.guarded)(scope, receive, send)
 
 
@@ -90,7 +90,7 @@ def _key_digest(headers: Headers) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def _route_path(scope) -> str:
+def route_path(scope) -> str:
     path, root = scope.get("path", "/"), scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]

@@ -9,7 +9,7 @@ from starlette.datastructures import Headers
 
 from .. import errors
 from ..http_errors import CURL_HINT, error_response
-from .access import SAFE_METHODS
+from .access import API_PREFIXES, SAFE_METHODS, route_path
 
 FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 
@@ -26,7 +26,7 @@ class BodyLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        refusal = _check_headers(scope["method"], Headers(scope=scope), self.max_bytes)
+        refusal = _check_headers(scope["method"], route_path(scope), Headers(scope=scope), self.max_bytes)
         if refusal is not None:
             await error_response(refusal)(scope, receive, send)
             return
@@ -72,7 +72,7 @@ def _too_large(limit: int) -> errors.ApiError:
                             "send a smaller or more compressed image")
 
 
-def _check_headers(method: str, headers: Headers, max_bytes: int) -> errors.ApiError | None:
+def _check_headers(method: str, path: str, headers: Headers, max_bytes: int) -> errors.ApiError | None:
     if method in SAFE_METHODS:
         return None
     length = headers.get("content-length")
@@ -82,7 +82,8 @@ def _check_headers(method: str, headers: Headers, max_bytes: int) -> errors.ApiE
         if int(length) > max_bytes:
             return _too_large(max_bytes)
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if method == "POST" and media_type not in FORM_TYPES:  # other methods: routing answers 405
+    # Only the API's routes take forms; elsewhere (POST /healthz) routing answers 405 with the methods it takes.
+    if method == "POST" and path.startswith(API_PREFIXES) and media_type not in FORM_TYPES:
         return errors.ApiError(415, "unsupported_content_type", f"the request is {media_type or 'untyped'}; send "
                                f"the fields as multipart/form-data, {CURL_HINT}")
     return None

@@ -4,9 +4,10 @@ the routes and the Python handle's ``remove``, each a thin adapter over an ``Ing
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import Depends, File, Form, Header, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.formparsers import MultiPartParser
 
@@ -16,25 +17,21 @@ from ..messages import Cutout
 from ..metrics import IngressMetrics
 from ..output_options import parse_output_options
 from ..settings import MiB, GuardConfig
+from . import openapi
 from .core import IngressCore
 
-http_app = FastAPI(
+# /docs (Swagger UI) and /redoc (ReDoc) with their scripts and styles served by this app (fastapi-offline ships them,
+# under /static-offline-docs): an air-gapped cluster gets working pages, not blank ones waiting on a CDN.
+http_app = FastAPIOffline(
     title="background-remover",
     version="0.1.0",
     description="Click on an object in a photo, get it back on a transparent background (SAM 2.1 on Ray Serve).",
-    dependencies=[Depends(http_guard.reject_repeated_fields)],
+    dependencies=[Depends(http_guard.reject_repeated_fields), Depends(openapi.reject_unknown_fields)],
+    swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask validator.swagger.io for a badge
 )
 http_guard.install(http_app)  # API keys, CORS, size limits, overload gate, deadline
 http_errors.install(http_app)  # every refusal, ours or Starlette's, as DESIGN.md's JSON error
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+openapi.install(http_app)  # the fields' real shapes and every error answer, for generated clients
 
 
 class ImageInfo(BaseModel):
@@ -47,13 +44,6 @@ class ImageInfo(BaseModel):
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 http_app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-
-_ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in [
-    (400, "malformed fields"), (401, "API key missing or wrong (when keys are configured)"),
-    (404, "unknown or expired image_id"), (413, "too large (bytes or pixels)"), (415, "not an image"),
-    (422, "points, labels, box or options invalid"), (503, "overloaded; see Retry-After")]}
-_IMAGE_RESPONSE = {200: {"content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}},
-                         "description": "the cut-out"}}
 
 # How old the stages' probe behind GET /healthz may be: at most one probe per this many seconds per ingress replica.
 HEALTH_MAX_AGE_S = 2.0
@@ -165,19 +155,20 @@ class IngressRoutes:
         self.metrics.timings(cutout.timings_ms, ("read", "total"))
         return cutout_response(cutout)
 
-    @http_app.post("/background-removal/remove", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
+    @http_app.post("/background-removal/remove", response_class=Response,
                    summary="Cut out the clicked object (the replaced service's route)")
     async def remove_legacy(self, request: Request, image: UploadFile = File(..., description="the photo"),
                             points: str = Form(..., description="JSON [[x, y], ...] in pixels of the photo")) -> Response:
         return await self._cutout("legacy", request, image, points=points)
 
-    @http_app.post("/v1/cutout", response_class=Response, responses={**_IMAGE_RESPONSE, **_ERRORS},
+    @http_app.post("/v1/cutout", response_class=Response,
                    summary="Cut out an object: clicks, exclude clicks and/or a box; output options")
     async def cutout(
         self,
         request: Request,
         image: UploadFile | None = File(None, description="the photo (or send image_id instead)"),
-        image_id: str | None = Form(None, description="id from POST /v1/images, instead of image"),
+        image_id: str | None = Form(None, description="id from POST /v1/images, instead of image (a photo sent as "
+                                    "image wins)"),
         points: str | None = Form(None, description="JSON [[x, y], ...] in pixels"),
         labels: str | None = Form(None, description="JSON [1, 0, ...]: 1 keep, 0 exclude; default all 1"),
         box: str | None = Form(None, description="JSON [x0, y0, x1, y1] in pixels"),
@@ -201,7 +192,7 @@ class IngressRoutes:
         return await self._cutout("cutout", request, image, options, image_id=image_id, points=points, labels=labels,
                                   box=box)
 
-    @http_app.post("/v1/images", response_model=ImageInfo, responses=_ERRORS,
+    @http_app.post("/v1/images", response_model=ImageInfo,
                    summary="Upload once, click many: store the photo and warm its embedding")
     async def upload(self, request: Request, image: UploadFile = File(..., description="the photo")) -> ImageInfo:
         async def work():
