@@ -38,11 +38,23 @@ def alignment(photo: np.ndarray, alpha: np.ndarray, band: np.ndarray) -> float:
 def displacement(alpha: np.ndarray, inside: np.ndarray, band: np.ndarray, logits: np.ndarray) -> float:
     """Mean distance (logit cells) between the refined outline and SAM's: the area where they disagree, in
     cells, over the length of SAM's outline, in cells."""
-    contours, _ = cv2.findContours((logits > 0).view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    outline = sum(cv2.arcLength(c, True) for c in contours)
+    outline = _outline_cells(logits)
     flipped = int(np.count_nonzero(band & ((alpha >= 0.5) != inside)))
     cell_area = inside.size / LOW_RES ** 2
     return flipped / cell_area / max(outline, 1.0)
+
+
+def soft_width(alpha: np.ndarray, band: np.ndarray, logits: np.ndarray) -> float:
+    """How wide (logit cells, on average along SAM's outline) the matte's undecided part is: pixels of the band
+    with 0.1 < alpha < 0.9. Hair makes it wider in places; a matte that cannot tell the subject from a textured
+    background leaves much of the band undecided."""
+    undecided = int(np.count_nonzero(band & (alpha > 0.1) & (alpha < 0.9)))
+    return undecided / (alpha.size / LOW_RES ** 2) / max(_outline_cells(logits), 1.0)
+
+
+def _outline_cells(logits: np.ndarray) -> float:
+    contours, _ = cv2.findContours((logits > 0).view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return sum(cv2.arcLength(c, True) for c in contours)
 
 
 def verdict(photo: np.ndarray, alpha: np.ndarray, plain: np.ndarray, inside: np.ndarray, band: np.ndarray,
@@ -50,6 +62,7 @@ def verdict(photo: np.ndarray, alpha: np.ndarray, plain: np.ndarray, inside: np.
     """Why the refined ``alpha`` (float32, full size) should not be answered, or None when it may. ``plain`` is
     the plain edge's alpha (uint8). Fills ``info`` with the measured figures."""
     info["displacement_cells"] = round(displacement(alpha, inside, band, logits), 3)
+    info["soft_cells"] = round(soft_width(alpha, band, logits), 3)
     refined_alignment = alignment(photo, alpha, band)
     plain_alignment = alignment(photo, plain.astype(np.float32) / 255.0, band)
     info["alignment"] = round(refined_alignment, 4)

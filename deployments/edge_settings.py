@@ -11,7 +11,7 @@ import torch
 class EdgeSettings:
     """Chosen on the tuning half of ``bgremove edge-quality`` (docs/benchmarks/edges-tuning.json)."""
 
-    band_pixels: int = 60_000  # matting budget per request, over the band only: the photo is worked on at the
+    band_pixels: int = 10_000  # matting budget per request, over the band only: the photo is worked on at the
     # largest scale (<= 1) whose band holds at most this many pixels (edge_refine.py)
     fine_iterations: int = 0  # coarse to fine: CG steps at full size on what the carried-up matte left unsure
     fine_threshold: float = 0.02  # "unsure" for that pass: alpha between this and 1 - this

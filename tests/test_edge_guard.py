@@ -103,3 +103,17 @@ def test_guard_can_be_switched_off(sample):
     alpha, _ = cutout_edge(sample.rgb, sample.logits, True, colours=False, settings=settings, diagnostics=found)
     assert found["verdict"] == "gradients" and found["guard"] is None
     assert not np.array_equal(alpha, cutout_edge(sample.rgb, sample.logits, False, colours=False)[0])
+
+
+def test_the_coarse_to_fine_pass_solves_only_unsure_band_pixels_at_full_size(sample):
+    """``fine_iterations`` (tried, not the default): the carried-up matte's unsure pixels are solved again at
+    full size; SAM's mask off the band is untouched and the pass reports what it solved."""
+    settings = replace(DEFAULT_SETTINGS, fine_iterations=20, band_pixels=5000, guard=False)
+    inside = edge_refine.upsample(sample.logits, *sample.alpha.shape) > 0
+    found: dict = {}
+    matte, band = edge_refine.refined_matte(sample.rgb, sample.logits, inside, settings, found)
+    coarse, _ = edge_refine.refined_matte(sample.rgb, sample.logits, inside, replace(settings, fine_iterations=0), {})
+    assert 0 < found["fine_pixels"] < band.sum()
+    assert np.array_equal(matte[~band], inside[~band].astype(np.float32))
+    changed = np.abs(matte - coarse) > 1e-4
+    assert changed.any() and not (changed & ~band).any()
