@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-ACRONYMS = {"API", "ASGI", "BMP", "CORS", "EXIF", "GET", "GIF", "HEAD", "HTTP", "JPEG", "JSON", "MB", "OPTIONS", "PNG",
+ACRONYMS = {"API", "ASGI", "BMP", "CORS", "EXIF", "GET", "GIF", "HEAD", "HTTP", "JPEG", "JSON", "KB", "MB", "OPTIONS", "PNG",
             "POST", "RGB", "RGBA", "SAM", "SHA", "TIFF", "WEBP", "WWW", "URL", "ID", "OK"}
 
 

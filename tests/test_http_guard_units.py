@@ -340,6 +340,7 @@ def test_a_guard_without_settings_refuses_http_but_passes_other_scopes():
     guard = http_guard.RequestGuard(app)
     message, headers = refused(call(guard, "GET", "/"), 503, "not_configured")
     assert headers["retry-after"] == "5" and app.calls == []
+    assert "Retry-After" in message and "Retry-After" in http_guard.not_configured().headers
 
     async def lifespan(scope, receive, send):
         app.calls.append(scope["type"])
@@ -365,16 +366,18 @@ def test_the_stack_applies_every_setting():
 
 
 def test_configure_only_an_installed_guard_before_it_serves():
-    with pytest.raises(RuntimeError, match="install"):
+    with pytest.raises(RuntimeError, match="install") as info:
         http_guard.configure(FastAPI(), GuardConfig())
+    assert_readable(str(info.value))
     api = _installed(FastAPI())
     api.add_middleware(_Marker)
     configured = http_guard.configure(api, GuardConfig())
     assert [entry.cls for entry in configured.user_middleware].count(http_guard.RequestGuard) == 1
     assert any(entry.cls is _Marker for entry in configured.user_middleware)
     assert TestClient(configured).get("/healthz").status_code == 404  # served: the guard let it through
-    with pytest.raises(RuntimeError, match="before"):
+    with pytest.raises(RuntimeError, match="before") as info:
         http_guard.configure(configured, GuardConfig())
+    assert_readable(str(info.value))
 
 
 class _Marker:
@@ -444,6 +447,7 @@ def test_starlettes_own_refusals_get_our_json_shape(path, status, code, mentions
     assert response.status_code == status and response.json()["error"]["code"] == code
     message = response.json()["error"]["message"]
     assert all(m in message for m in mentions), message
+    assert_readable(message.replace(path.partition("?")[0], ""))
     if status != 404:
         assert response.headers["x-extra"] == "1"
 
@@ -467,3 +471,19 @@ def test_an_unexpected_error_is_a_500_without_internals_and_is_logged(caplog):
     assert "RuntimeError" in message and "secret" not in message
     assert_readable(message)
     assert any("GET /broken" in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+def test_every_validation_problem_is_listed_with_where_it_is():
+    import asyncio as _asyncio
+
+    from fastapi.exceptions import RequestValidationError
+
+    problems = [{"loc": ("body", "points"), "msg": "Field required", "type": "missing"},
+                {"loc": ("query", "box", 2), "msg": "Input should be a number", "type": "x"},
+                {"loc": ("body",), "msg": "Body is empty", "type": "y"},
+                {"msg": "no location", "type": "z"}]
+    response = _asyncio.run(http_errors.validation_error(None, RequestValidationError(problems)))
+    body = json.loads(response.body)
+    assert response.status_code == 400 and body["error"]["code"] == "malformed_request"
+    assert ("(points: Field required; box.2: Input should be a number; body: Body is empty; body: no location)"
+            in body["error"]["message"])

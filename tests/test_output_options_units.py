@@ -129,3 +129,12 @@ def test_a_format_refuses_a_photo_over_its_side_limit(fmt, limit):
 
 def test_png_has_no_side_limit():
     check_output_size(parse_output_options(), 200_000, 200_000)
+
+
+def test_the_documented_defaults():
+    """README, output options: format png, mask_only false, no background, crop false with margin 0, feather 0,
+    quality 90, preview and refine false."""
+    options = parse_output_options()
+    assert (options.format, options.mask_only, options.background, options.crop, options.crop_margin,
+            options.feather, options.quality, options.preview, options.refine) == ("png", False, None, False, 0, 0.0,
+                                                                                 90, False, False)

@@ -79,6 +79,8 @@ def test_reads_count_and_reorder_but_membership_does_neither():
     assert (cache.hits, cache.misses) == (0, 0) and [k for k, _ in cache.items()] == ["a", "b"]
     assert cache.get("a").nbytes == 1 and cache.get("zz") is None
     assert (cache.hits, cache.misses) == (1, 1) and [k for k, _ in cache.items()] == ["b", "a"]
+    assert cache.get("b") is not None and cache.get("yy") is None and cache.get("a") is not None
+    assert (cache.hits, cache.misses) == (3, 2)
 
 
 def test_pop_and_evict():
