@@ -70,7 +70,8 @@ _SELF = 3.0  # layer 0's self-attention sharpness: each prompt token attends to 
 _KERNEL = 8.0  # sharpness of an image token's attention to a click by positional-encoding similarity
 _FREQUENCY = 0.6  # the positional encoding's frequencies scaled down: a wider kernel, fewer side lobes
 _KEPT_ABOVE = 0.7  # a pixel is kept where its attention to keep clicks (less exclude ones) exceeds this
-_LOGIT = 1.77  # read-out gain: logits of about +-10 (alpha 0 and 255, deployments/edges.py's soft_alpha)
+_LOGIT = 1.77  # read-out gain: the on channel is sqrt(32) after the upscaler's LayerNorm, so logits are about +-10
+# (alpha 0 and 255 through deployments/edges.py's soft_alpha, which saturates at +-4)
 
 
 def sharpen(model: torch.nn.Module, seed: int) -> None:
