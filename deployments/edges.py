@@ -7,21 +7,21 @@
   >= 128 exactly where SAM's mask is), so masks match SAM2ImagePredictor bit for bit.
 - Refined (``refine=True``): a trimap from SAM's own uncertainty (pixels whose logit is below
   ``unknown_logit`` in magnitude, widened by ``band_cells`` logit cells so that an outline one cell off lies
-  inside it), closed-form matting of that band (``deployments/matting.py``, torch conjugate gradients, on
-  the GPU when there is one), and the matte brought to full size through the photo's own colours (the guided
-  filter's local linear model, fitted where the matte was solved and applied to full-resolution pixels).
+  inside it), closed-form matting of that band at a working size chosen for the band (``edge_refine.py``; torch
+  conjugate gradients in ``matting.py``, on the GPU when there is one), the matte brought to full size through the
+  photo's own colours, and a guard (``edge_guard.py``) that answers the plain edge when the matte looks wrong.
 - Colours, both paths: the soft edge's pixels get the subject's estimated colour
-  (``deployments/edge_colours.py``); alpha is never changed by this.
+  (``deployments/edge_colours.py``; on a GPU ``edge_colours_torch.py``); alpha is never changed by this.
 
-Cost bound: matting runs on a copy of at most ``work_megapixels`` and colour estimation on one of at most
-``colour_megapixels`` (downsample-solve-upsample, ``deployments/edge_grid.py``); at full size only the edge
-band's pixels are touched, so a 25 MP photo costs the upsampling of its logits plus a band's worth of
-arithmetic, never a 25 MP linear system.
+Cost bound: matting works at the largest scale whose band holds at most ``band_pixels``, colour estimation on a
+copy of at most ``colour_megapixels``; at full size only the edge band's pixels are touched, so a 25 MP photo
+costs the upsampling of its logits plus a band's worth of arithmetic, never a 25 MP linear system.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -130,5 +130,7 @@ def warm_up() -> None:
                               (0, 0), 8)
     for refine in (False, True):
         cutout_edge(photo, logits, refine)
+    # and the path of photos whose band is over budget: solved smaller, carried up through the guided filter
+    cutout_edge(photo, logits, True, settings=replace(DEFAULT_SETTINGS, band_pixels=500))
     photo.setflags(write=False)
     cutout_edge(photo, logits, False)
