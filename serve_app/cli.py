@@ -113,11 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     edges = verbs.add_parser("edge-quality", help="edge colours and refinement vs plain upsampling on synthetic "
                              "photos: tuning and report halves (JSON)")
-    edges.add_argument("--quick", action="store_true", help="four 1 MP report photos instead of both halves")
+    edges.add_argument("--quick", action="store_true", help="four report photos (1 and 12 MP) instead of both halves")
     edges.add_argument("--tune", action="store_true", help="the grid search on the tuning half (slow)")
     edges.add_argument("--solvers", action="store_true", help="pymatting's methods against the torch solver")
     edges.add_argument("--crop", default=None, help="also render the side-by-side crop to this PNG")
-    edges.add_argument("--small", action="store_true", help="both halves' 12 photos at 1 MP (a busy machine)")
+    edges.add_argument("--small", action="store_true", help="both halves' photos at 1 MP (CI, a busy machine)")
+    edges.add_argument("--out", default=None, help="also write the JSON here (docs/benchmarks/edges-cpu.json)")
     edges.set_defaults(run=cmd_edge_quality)
     return parser
 
