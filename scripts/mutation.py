@@ -2,6 +2,7 @@
 
     python scripts/mutation.py run [MODULE ...]   mutmut run, one worker, over every listed module (or those named,
                                                   e.g. ``prompts`` or ``http_guard``, or single mutants by their name)
+    python scripts/mutation.py run --pending [MODULE ...]   only the mutants not killed yet (after adding tests)
     python scripts/mutation.py report             reads mutmut's results (mutants/**/*.py.meta) and writes the JSON
 
 What is mutated, and with which tests, is ``[tool.mutmut]`` in pyproject.toml: the modules' unit tests only, none of
@@ -50,6 +51,8 @@ _PREVIEW_MS = ("the preview's own duration (Server-Timing): its unit and roundin
 EQUIVALENT: dict[str, str] = {
     "deployments.output_options.x__check_preview__mutmut_14": "'PNG' lower-cased in the preview_is_png message: the "
                                                               "same words to its reader",
+    "deployments.output_options.x_parse_output_options__mutmut_83": "'JPEG' lower-cased in the jpeg_needs_background "
+                                                                     "message: the same words to its reader",
     "deployments.errors.x_out_of_memory__mutmut_1": "the out-of-memory Retry-After default, 2 or 3 s: DESIGN.md fixes "
                                                     "that such a 503 carries Retry-After, not the number",
     "deployments.image_store.xǁImageStoreǁput__mutmut_24": "unreachable: put has already refused a record over the "
@@ -89,6 +92,46 @@ def _ray_shell_lines(metadata_wrapper) -> set[int]:
     return finder.lines
 
 
+def _fork_safe() -> None:
+    """mutmut forks a worker per mutant from its own process, which has run the tests once already. Two things do not
+    survive a fork there: torch's OpenMP pool (a forked child that uses it waits forever) and a thread pool cached at
+    module level (deployments.edge_colours: its threads are not in the child). So mutmut's own process keeps torch at
+    one thread, and each child gets torch's thread setting back and its cached pools anew. Without this, every mutant
+    whose tests touch torch or the edge colours ended as a false "timeout", counted as a kill."""
+    import os
+
+    try:
+        import torch
+    except ImportError:
+        return
+    set_num_threads = torch.set_num_threads
+    set_num_threads(1)
+
+    def one_thread(n: int) -> None:
+        set_num_threads(1 if int(n) >= 1 else n)
+
+    def in_child() -> None:
+        torch.set_num_threads = set_num_threads
+        for name, module in list(sys.modules.items()):
+            if name.startswith("deployments.") and module is not None:
+                for value in list(vars(module).values()):
+                    if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                        value.cache_clear()
+
+    torch.set_num_threads = one_thread
+    os.register_at_fork(after_in_child=in_child)
+
+
+def _pending(modules: list[str]) -> list[str]:
+    """The mutants of ``modules`` that are not yet killed: never run, survived, timed out, or anything else."""
+    names = []
+    for meta in sorted((ROOT / "mutants" / "deployments").rglob("*.py.meta")):
+        for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            if any(name.startswith(MODULES[m]) for m in modules) and _status(code) != "killed":
+                names.append(name)
+    return names
+
+
 def run(modules: list[str]) -> None:
     import os
 
@@ -105,10 +148,19 @@ def run(modules: list[str]) -> None:
         return ignored
 
     file_mutation.get_ignored_lines = get_ignored_lines
+    _fork_safe()
+    pending = modules[:1] == ["--pending"]
+    modules = modules[1:] if pending else modules
     unknown = [m for m in modules if m not in MODULES and not m.startswith("deployments.")]
     if unknown:
         sys.exit(f"unknown module(s) {unknown}; choose from {sorted(MODULES)}, or name mutants")
-    patterns = [MODULES[m] + "*" if m in MODULES else m for m in modules] or [p + "*" for p in MODULES.values()]
+    if pending:  # after new tests: rerun only what is not killed yet (a kill stays a kill)
+        patterns = _pending(modules or list(MODULES))
+        if not patterns:
+            print("nothing pending")
+            return
+    else:
+        patterns = [MODULES[m] + "*" if m in MODULES else m for m in modules] or [p + "*" for p in MODULES.values()]
     cli(["run", "--max-children", "1", *patterns], standalone_mode=True)
 
 
