@@ -117,3 +117,12 @@ def test_the_coarse_to_fine_pass_solves_only_unsure_band_pixels_at_full_size(sam
     assert np.array_equal(matte[~band], inside[~band].astype(np.float32))
     changed = np.abs(matte - coarse) > 1e-4
     assert changed.any() and not (changed & ~band).any()
+
+
+def test_guard_fires_when_the_matte_moves_the_outline_farther_than_allowed(sample):
+    """Any refinement moves SAM's outline a little; with no displacement allowed the guard answers the plain edge."""
+    found: dict = {}
+    plain, _ = cutout_edge(sample.rgb, sample.logits, False, colours=False)
+    alpha, _ = cutout_edge(sample.rgb, sample.logits, True, colours=False, diagnostics=found,
+                           settings=replace(DEFAULT_SETTINGS, guard_cells=0.0))
+    assert found["guard"] == "moved" and found["displacement_cells"] > 0 and np.array_equal(alpha, plain)
