@@ -64,6 +64,26 @@ EQUIVALENT: dict[str, str] = {
     "deployments.http_errors.x_unexpected_error__mutmut_9": "the log line's wording (its method, path and traceback "
                                                             "are checked)",
 }
+_DEFLATE = ("the deflate stream's tuning (memory level, strategy, default level): a valid stream of the same pixels, "
+            "only its size differs")
+_SIGNED = "a signed instead of an unsigned field: the same bytes for every size below 2**31"
+_RESHAPE = "reshape(n, -2): numpy reads any negative size as 'the rest', as it does -1"
+_PARTS = ("the bytes per row used to decide how many bands to compress in parallel, off by one or two: a band more or "
+          "less near the threshold, the same pixels")
+EQUIVALENT.update({
+    "deployments.png.x__chunk__mutmut_8": _SIGNED,
+    "deployments.png.x_encode_png__mutmut_91": _SIGNED,
+    "deployments.png.x__encode_band__mutmut_64": _DEFLATE,
+    "deployments.png.x__encode_band__mutmut_65": _DEFLATE,
+    "deployments.png.x__encode_band__mutmut_68": _DEFLATE,
+    "deployments.png.x_encode_png__mutmut_1": _DEFLATE,
+    "deployments.png.x_encode_png__mutmut_10": _PARTS,
+    "deployments.png.x_encode_png__mutmut_12": _PARTS,
+    "deployments.png.x_encode_png__mutmut_31": "band edges as floats: each is passed through int() before use",
+    "deployments.png.xǁCutoutRowsǁband__mutmut_26": _RESHAPE,
+    "deployments.png.xǁRowsǁ__init____mutmut_19": _RESHAPE,
+    "deployments.png.xǁRowsǁ__init____mutmut_4": "'PNG' lower-cased in a developer's error message",
+})
 UNTESTABLE: dict[str, str] = {
     f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)
 }

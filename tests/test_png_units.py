@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from deployments.png import CutoutRows, Rows, encode_png, encode_png_fast
+from message_style import assert_readable
 
 COLOR_TYPES = {0: 1, 4: 2, 2: 3, 6: 4}  # PNG colour type -> channels
 
@@ -31,6 +32,7 @@ def read_png(data: bytes) -> tuple[np.ndarray, list[bytes]]:
             idat += payload
         position += 12 + length
     assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and position == len(data)
+    assert data[-12:-8] == b"\x00\x00\x00\x00", "IEND carries no data"
     width, height, depth, color_type, compression, filtering, interlace = header
     assert (depth, compression, filtering, interlace) == (8, 0, 0, 0)
     channels = COLOR_TYPES[color_type]
@@ -78,6 +80,9 @@ def test_small_images_are_not_split_and_no_pool_means_one_band():
     assert kinds.count(b"IDAT") == 2
     _, kinds = read_png(encode_png(pattern((600, 300, 4)), parts=4))
     assert kinds.count(b"IDAT") == 2
+    with ThreadPoolExecutor(4) as pool:  # a pool alone does not split: parts says how many
+        _, kinds = read_png(encode_png(pattern((600, 300, 4)), executor=pool))
+    assert kinds.count(b"IDAT") == 2
     with ThreadPoolExecutor(4) as pool:  # never more parts than rows
         decoded, kinds = read_png(encode_png(pattern((3, 30000, 4)), executor=pool, parts=8))
     assert kinds.count(b"IDAT") == 4 and decoded.shape == (3, 30000, 4)
@@ -110,8 +115,9 @@ def test_cutout_rows_zero_the_colour_under_full_transparency():
 
 
 def test_rows_refuse_anything_but_uint8():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="uint8") as info:
         Rows(np.zeros((4, 4), np.uint16))
+    assert_readable(str(info.value))
     with pytest.raises(ValueError):
         encode_png(np.zeros((4, 4, 3), np.float32))
 
