@@ -6,6 +6,8 @@ Markers, anywhere in a page (tables and code blocks included):
     {{ figure("cpu/click-path-run1.json", "first_click_ms.p50", ".0f") }}      -> 2808
     {{ figure("gpu/h100-graph-run2.json", "sizes.4032x3024.first_click_ms.p50", ".2f", scale=0.001) }}   (ms -> s)
     {{ figure("f.json", "a + b + c", ".1f") }}      sum; also "a - b", "a / b" (one operator kind per key)
+    {{ figure("f.json", "max: a, b, c", ".0%") }}   the largest of several keys ("min: ..." the smallest); a key
+                                                    may hold one "*" for every item of a list: "max: runs.*.ms"
     {{ runs(["f1.json", "f2.json"], "key", ".0f") }}  -> "v1 / v2"   (sep="..." to change " / ")
     {{ span(["f1.json", "f2.json"], "key", ".1f") }}  -> "lo-hi", or one value when all runs agree
     {{ observed("~610 MiB", "seen in tests/test_decode_memory.py's output") }}  -> a figure with no file, said so
@@ -64,7 +66,23 @@ def lookup(name: str, key: str) -> float | str:
     return node
 
 
+def expand(name: str, key: str) -> list:
+    """A key with one "*" segment (every item of a list, e.g. "guard.per_photo.*.residual"), else the key alone."""
+    if ".*." not in key:
+        return [lookup(name, key)]
+    head, tail = key.split(".*.", 1)
+    node = load(name)
+    for part in _segments(head):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, list):
+        raise FigureError(f"docs/benchmarks/{name}: {head!r} is not a list")
+    return [lookup(name, f"{head}.{index}.{tail}") for index in range(len(node))]
+
+
 def value(name: str, key: str) -> float | str:
+    if key.startswith(("max:", "min:")):  # "max: a, b, c": the largest (smallest) of several keys
+        numbers = [float(number) for part in key[4:].split(",") for number in expand(name, part.strip())]
+        return max(numbers) if key.startswith("max:") else min(numbers)
     for op in (" + ", " - ", " / "):
         if op in key:
             parts = [float(lookup(name, part.strip())) for part in key.split(op)]
