@@ -84,8 +84,47 @@ EQUIVALENT.update({
     "deployments.png.xǁRowsǁ__init____mutmut_19": _RESHAPE,
     "deployments.png.xǁRowsǁ__init____mutmut_4": "'PNG' lower-cased in a developer's error message",
 })
+_CORS_SAFE = ("a CORS allowed header's spelling: Starlette compares header names in lower case, and Content-Type and "
+              "Accept are CORS-safelisted headers it allows anyway")
+_DIGEST_DEFAULT = ("the default of the Authorization lookup in _key_digest: only called once _check has found the "
+                   "header, and Starlette's header lookup ignores case")
+_ENCODE = ("the error handler of the key's UTF-8 encoding: a header value arrives decoded as latin-1, so it holds no "
+           "lone surrogate and no handler ever runs")
+_HEADER_CASE = "a header name's case in the error's own headers: Starlette sends header names in lower case anyway"
+_MESSAGE_CASE = "an acronym or header name lower-cased inside a refusal's message: the same words to its reader"
+_CLIP = ("the clip of the grey to 0..255: the scale is chosen so that every value lies in 1..255 already (0 only "
+         "when the 6-digit scale rounds up by under a millionth, then 0 or 1 both read back within half a level)")
+EQUIVALENT.update({
+    "deployments.http_guard.access.x_cors__mutmut_12": "max_age 600 dropped: Starlette's own default is 600",
+    **{f"deployments.http_guard.access.x_cors__mutmut_{n}": _CORS_SAFE for n in (19, 20, 21, 22, 23, 24, 25, 26)},
+    **{f"deployments.http_guard.access.x__key_digest__mutmut_{n}": _DIGEST_DEFAULT for n in (5, 7, 9, 10)},
+    "deployments.http_guard.access.xǁApiKeysǁ_check__mutmut_14": "Starlette's header lookup ignores case",
+    **{f"deployments.http_guard.access.x__key_digest__mutmut_{n}": _ENCODE for n in (17, 19, 20, 21)},
+    "deployments.http_guard.access.xǁApiKeysǁ_check__mutmut_3": _HEADER_CASE,
+    "deployments.http_guard.access.xǁApiKeysǁ_check__mutmut_4": _HEADER_CASE,
+    **{f"deployments.http_guard.access.xǁApiKeysǁ_check__mutmut_{n}": _MESSAGE_CASE for n in (34, 57, 85)},
+    "deployments.http_guard.body.x__too_large__mutmut_8": "1e6 or 1000001 bytes to the MB in the 413 message: the "
+                                                          "whole number shown differs only for a limit within a "
+                                                          "byte or so of an exact half megabyte",
+    "deployments.preview.x_encode_logits__mutmut_12": "max(initial=None) of a non-empty grid: its maximum",
+    "deployments.preview.x_encode_logits__mutmut_16": "min(initial=None) of a non-empty grid: its minimum",
+    "deployments.preview.x_encode_logits__mutmut_17": "min(initial=1) instead of 0 feeds max(largest, -min): the "
+                                                      "same largest magnitude whatever the signs",
+    "deployments.preview.x_encode_logits__mutmut_3": "the segmenter's logits are float32 already "
+                                                     "(messages.SegmentResult)",
+    "deployments.preview.x_encode_logits__mutmut_5": "the segmenter's logits are float32 already "
+                                                     "(messages.SegmentResult)",
+    **{f"deployments.preview.x_encode_logits__mutmut_{n}": _CLIP for n in (33, 34, 44, 45)},
+    "deployments.postprocess.xǁPostprocessorǁrender__mutmut_14": "a mask-only answer then has its edge colours "
+                                                                  "estimated too and unused: the same mask, more work",
+    "deployments.postprocess.xǁPostprocessorǁrender__mutmut_45": "PNG cut-outs then go through compose and encode "
+                                                                  "instead of the band-by-band writer: the same pixels "
+                                                                  "(tests: both PNG writers give the same cut-out)",
+})
 UNTESTABLE: dict[str, str] = {
-    f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)
+    **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
+    **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "
+                                                                                           "stage's") for n in (29, 31)},
 }
 
 

@@ -112,10 +112,12 @@ def test_a_request_without_a_valid_key_gets_401_with_a_challenge(authorization, 
 
 
 @pytest.mark.parametrize("authorization", [f"Bearer {KEY}", f"bearer {KEY}", f"BEARER   {KEY}  "])
-def test_a_valid_key_passes_with_its_digest_and_the_servers_state_kept(authorization):
+@pytest.mark.parametrize("first", [True, False])
+def test_a_valid_key_passes_with_its_digest_and_the_servers_state_kept(authorization, first):
     app = Recorder()
     other = hashlib.sha256(b"another").hexdigest()
-    assert call(ApiKeys(app, (other, DIGEST)), "POST", "/v1/x", [("authorization", authorization)])[0] == 200
+    keys = (DIGEST, other) if first else (other, DIGEST)  # any configured key, wherever it is in the list
+    assert call(ApiKeys(app, keys), "POST", "/v1/x", [("authorization", authorization)])[0] == 200
     state = app.calls[0][0]["state"]
     assert state == {"shared": 1, "api_key_sha256": DIGEST}
 

@@ -202,3 +202,72 @@ def test_float_grey_is_scaled_by_its_range(values, expected):
     image = Image.fromarray(np.array([values], np.float32), "F")
     decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
     assert decoded.rgb[0, :, 0].tolist() == expected
+
+
+# -- whose fault a failure is ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("exc", [OSError("broken data stream"), SyntaxError("bad header"), ValueError("bad size"),
+                                 EOFError(), __import__("struct").error("unpack"), __import__("zlib").error("inflate")])
+def test_a_decoder_error_is_the_files_fault_a_400_that_says_why(monkeypatch, exc):
+    monkeypatch.setattr("deployments.imaging._to_rgb8", lambda image: (_ for _ in ()).throw(exc))
+    error = refusal(encode(photo(8, 8), "PNG"))
+    assert (error.status, error.code) == (400, "corrupt_image")
+    assert f"({str(exc) or type(exc).__name__})" in error.message and "upload again" in error.message
+
+
+def test_the_decoders_reason_is_cut_at_200_characters(monkeypatch):
+    monkeypatch.setattr("deployments.imaging._to_rgb8", lambda image: (_ for _ in ()).throw(ValueError("y" * 500)))
+    message = refusal(encode(photo(8, 8), "PNG")).message
+    assert "y" * 200 in message and "y" * 201 not in message
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("a bug of ours"), KeyError("x")])
+def test_other_failures_while_decoding_are_ours_and_pass_through(monkeypatch, exc):
+    monkeypatch.setattr("deployments.imaging._to_rgb8", lambda image: (_ for _ in ()).throw(exc))
+    with pytest.raises(type(exc)):
+        decode_image(encode(photo(8, 8), "PNG"), IngressLimits())
+
+
+def test_opening_blames_the_file_only_for_decoder_errors(monkeypatch):
+    data = encode(photo(8, 8), "PNG")
+    for exc in (OSError("cannot identify"), SyntaxError("not a PNG"), ValueError("bad mode")):
+        monkeypatch.setattr(Image, "open", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        assert refusal(data).status == 415
+    for exc in (MemoryError(), RuntimeError("ours")):
+        monkeypatch.setattr(Image, "open", lambda *a, exc=exc, **k: (_ for _ in ()).throw(exc))
+        with pytest.raises(type(exc)):
+            decode_image(data, IngressLimits())
+
+
+@pytest.mark.parametrize("bomb", [Image.DecompressionBombError("too big"), Image.DecompressionBombWarning("big")])
+def test_pillows_bomb_check_is_a_413_with_our_limit(monkeypatch, bomb):
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (_ for _ in ()).throw(bomb))
+    error = refusal(encode(photo(8, 8), "PNG"), IngressLimits(max_pixels=12_000_000))
+    assert (error.status, error.code) == (413, "too_many_pixels") and "12 megapixels" in error.message
+
+
+def test_pillows_bomb_warning_is_raised_not_just_printed():
+    """A header that claims more pixels than Pillow's MAX_IMAGE_PIXELS (200 MP) but under twice it: Pillow only warns;
+    we refuse it before decoding, whatever our own limit says."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", 20_000, 12_000, 8, 0, 0, 0, 0)  # 240 MP of grey
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    error = refusal(data, IngressLimits(max_pixels=10 ** 9))
+    assert (error.status, error.code) == (413, "too_many_pixels")
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: a[::-1, ::-1]),
+                                               (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_is_applied(orientation, turn):
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[0, 0] = 255  # one white corner
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    decoded = decode_image(as_file(image, "PNG", exif=exif.tobytes()), IngressLimits())
+    assert np.array_equal(decoded.rgb, turn(pixels))

@@ -3,12 +3,14 @@ or on transparency, the options render honours, and the encoders."""
 
 import io
 import os
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from deployments.edges import cutout_edge
 from deployments.messages import OutputOptions, SegmentResult
 from deployments.postprocess import Postprocessor, compose, feather
 from deployments.settings import PostprocessConfig
@@ -178,3 +180,41 @@ def test_the_source_alpha_caps_the_answer(post):
     cutout = post.render(seg(np.full((256, 256), 10.0)), photo(64, 48), OutputOptions(mask_only=True),
                          source_alpha=source)
     assert (np.asarray(decode(cutout.data)) == 100).all()
+
+
+def test_the_cut_out_carries_the_edge_colours_and_a_mask_only_its_alpha(post):
+    rgb = photo(160, 120, seed=5)
+    logits = disc_logits()
+    alpha, colours = cutout_edge(rgb, logits, False)
+    soft = (alpha > 0) & (alpha < 255)
+    assert (colours[soft] != rgb[soft]).any()  # the edge colours are estimated, not the photo's own
+    image = np.asarray(decode(post.render(seg(logits), rgb).data))
+    assert np.array_equal(image[..., 3], alpha)
+    assert np.array_equal(image[..., :3][alpha > 0], colours[alpha > 0])
+    mask = np.asarray(decode(post.render(seg(logits), rgb, OutputOptions(mask_only=True)).data))
+    assert np.array_equal(mask, alpha)
+
+
+def test_refine_is_asked_of_the_edge_and_its_time_reported(post):
+    rgb = photo(160, 120, seed=6)
+    unsure = disc_logits() / 20  # a wide band where SAM is unsure: what the matting works on
+    plain = post.render(seg(unsure), rgb)
+    refined = post.render(seg(unsure), rgb, OutputOptions(refine=True))
+    assert "refine" not in plain.timings_ms and refined.timings_ms["refine"] >= 0
+
+
+def test_the_stage_timings_lie_within_the_call(post):
+    before = time.perf_counter()
+    cutout = post.render(seg(disc_logits()), photo(160, 120))
+    took_ms = (time.perf_counter() - before) * 1000
+    for key in ("upsample", "output", "postprocess"):
+        assert 0 <= cutout.timings_ms[key] <= took_ms + 0.01, key
+
+
+def test_the_small_png_writer_leaves_other_formats_alone():
+    post = Postprocessor(PostprocessConfig(threads=2, png_compression="small"))
+    for fmt in ("webp", "jpeg"):
+        cutout = post.render(seg(disc_logits()), photo(64, 48), OutputOptions(format=fmt, background=(1, 2, 3)))
+        assert decode(cutout.data).format == fmt.upper()
+    webp = post.render(seg(disc_logits()), photo(64, 48), OutputOptions(format="webp"))
+    assert decode(webp.data).format == "WEBP" and decode(webp.data).mode == "RGBA"

@@ -23,7 +23,8 @@ def test_the_best_scored_mask_is_chosen(scores, best):
     assert choose_mask(np.asarray(scores, np.float32)) == best
 
 
-@pytest.mark.parametrize("low, high", [(-20.0, 5.0), (-3.0, 12.7), (-0.001, 0.002), (-400.0, -1.0), (2.0, 90.0)])
+@pytest.mark.parametrize("low, high", [(-20.0, 5.0), (-3.0, 12.7), (-0.001, 0.002), (-400.0, -1.0), (2.0, 90.0),
+                                       (-0.5, 0.25), (-0.2, 0.9)])
 def test_logits_read_back_within_half_a_grey_level_whichever_sign_is_larger(low, high):
     logits = np.linspace(low, high, 256 * 256, dtype=np.float32).reshape(256, 256)
     grey, scale = encode_logits(logits)
