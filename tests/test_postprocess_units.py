@@ -195,12 +195,24 @@ def test_the_cut_out_carries_the_edge_colours_and_a_mask_only_its_alpha(post):
     assert np.array_equal(mask, alpha)
 
 
-def test_refine_is_asked_of_the_edge_and_its_time_reported(post):
-    rgb = photo(160, 120, seed=6)
-    unsure = disc_logits() / 20  # a wide band where SAM is unsure: what the matting works on
-    plain = post.render(seg(unsure), rgb)
-    refined = post.render(seg(unsure), rgb, OutputOptions(refine=True))
-    assert "refine" not in plain.timings_ms and refined.timings_ms["refine"] >= 0
+def test_render_asks_the_edge_for_what_the_options_say_and_reports_its_timings(post, monkeypatch):
+    """The edge itself (and its matting) is tested in test_edges.py; here only what render asks of it."""
+    import deployments.postprocess as postprocess
+
+    asked = []
+
+    def edge(photo_, logits, refine, *, colours=True, timings=None):
+        asked.append((refine, colours))
+        timings.update({"refine": 1.5, "refine_mp": 0.25} if refine else {})
+        return np.full(photo_.shape[:2], 255, np.uint8), photo_
+
+    monkeypatch.setattr(postprocess, "cutout_edge", edge)
+    rgb = photo(40, 30)
+    refined = post.render(seg(disc_logits()), rgb, OutputOptions(refine=True))
+    plain = post.render(seg(disc_logits()), rgb, OutputOptions(mask_only=True))
+    assert asked == [(True, True), (False, False)]
+    assert (refined.timings_ms["refine"], refined.timings_ms["refine_mp"]) == (1.5, 0.25)
+    assert "refine" not in plain.timings_ms
 
 
 def test_the_stage_timings_lie_within_the_call(post):
