@@ -121,6 +121,30 @@ EQUIVALENT.update({
                                                                   "instead of the band-by-band writer: the same pixels "
                                                                   "(tests: both PNG writers give the same cut-out)",
 })
+_NONEMPTY = "max/min with another or no initial value over a non-empty image: its own maximum"
+_NAN_TO_NUM = "nan_to_num's own default for that argument is what is spelled out (0.0, or clipped to 0 below)"
+_IN_RANGE = "a clip bound that no value reaches: the values are already within 0..255 there"
+_BAND = ("the band height or step of the flattening loop: bands of another height, or overlapping ones, compute the "
+         "same pixels")
+EQUIVALENT.update({
+    "deployments.imaging.x__corrupt__mutmut_13": "'Re-export' lower-cased in the corrupt_image message",
+    "deployments.imaging.x__over_white__mutmut_1": _BAND,
+    "deployments.imaging.x__over_white__mutmut_15": _BAND,
+    "deployments.imaging.x__over_white__mutmut_22": "alpha as band[..., 3:5] of an RGBA array is band[..., 3:4]",
+    "deployments.imaging.x__over_white__mutmut_44": "casting='unsafe' dropped: numpy's same_kind casting also lets "
+                                                    "the uint16 sum into the uint8 output, which holds it exactly",
+    **{f"deployments.imaging.x__scale_to_uint8__mutmut_{n}": _NONEMPTY for n in (23, 24, 49, 50)},
+    **{f"deployments.imaging.x__scale_to_uint8__mutmut_{n}": _NAN_TO_NUM for n in (10, 12, 14)},
+    "deployments.imaging.x__scale_to_uint8__mutmut_15": "float64 instead of float32 for the scaling: the same 8-bit "
+                                                        "values for float32 pixels",
+    "deployments.imaging.x__scale_to_uint8__mutmut_30": "a maximum of exactly 255 scaled by 255 either way",
+    "deployments.imaging.x__scale_to_uint8__mutmut_31": "a maximum between 255 and 256 scaled by 255 or by itself: "
+                                                        "the same 8-bit values but for rounding at a half level",
+    **{f"deployments.imaging.x__scale_to_uint8__mutmut_{n}": _IN_RANGE for n in (36, 46, 68, 70, 76)},
+    "deployments.imaging.x__scale_to_uint8__mutmut_55": "up to 16 bits, max(bit_length, 16) is 16 as well",
+    "deployments.imaging.x__scale_to_uint8__mutmut_58": "a maximum of exactly 65535 has 16 bits either way",
+    "deployments.imaging.x__scale_to_uint8__mutmut_65": "past 16 bits the bit length is 17 or more anyway",
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "

@@ -61,6 +61,9 @@ def test_a_long_bad_id_is_echoed_only_in_part():
         check_image_id("z" * 100)
     assert repr("z" * 40) + "..." in info.value.message and "z" * 41 not in info.value.message
     with pytest.raises(ApiError) as info:
+        check_image_id("z" * 41)
+    assert repr("z" * 40) + "..." in info.value.message
+    with pytest.raises(ApiError) as info:
         check_image_id("z" * 40)
     assert repr("z" * 40) + " is" in info.value.message
 
@@ -149,6 +152,7 @@ def test_rgba_over_white_rounds_exactly():
     expected = np.floor((200 * a + 255 * (255 - a)) / 255 + 0.5).astype(np.uint8)
     assert np.array_equal(decoded.rgb[0, :, 0], expected)
     assert (decoded.rgb[0, :, 1] == 255 - a).all() and np.array_equal(decoded.alpha[0], a.astype(np.uint8))
+    assert decoded.rgb.dtype == np.uint8 and decoded.alpha.dtype == np.uint8
 
 
 def test_a_tall_rgba_image_is_flattened_band_by_band_without_seams():
@@ -185,11 +189,15 @@ def test_a_palette_image_without_transparency_has_no_alpha():
     ([0, 255], [0, 255]),  # 8 bits held in 32: as they are
     ([0, 256, 65535], [0, 1, 255]),  # 16 bits: the top byte
     ([0, 1 << 20, (1 << 21) - 1], [0, 128, 255]),  # wider still: the top 8 of its bits
+    ([0, 1, 256], [0, 0, 1]),  # just past 8 bits: read as 16
+    ([0, 65536], [0, 128]),  # just past 16 bits: read as 17
+    ([-5, 65535], [0, 255]),  # below zero: black
 ])
 def test_integer_grey_of_any_depth_keeps_its_top_bits(values, expected):
     image = Image.fromarray(np.array([values], np.int32), "I")
     decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
     assert decoded.rgb[0, :, 0].tolist() == expected and (decoded.rgb[..., 0] == decoded.rgb[..., 2]).all()
+    assert decoded.rgb.dtype == np.uint8
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -197,11 +205,16 @@ def test_integer_grey_of_any_depth_keeps_its_top_bits(values, expected):
     ([0.0, 127.5, 255.0], [0, 128, 255]),  # 0..255
     ([0.0, 500.0, 1000.0], [0, 128, 255]),  # larger: its own maximum
     ([float("nan"), float("inf"), 1.0], [0, 0, 255]),
+    ([float("-inf"), 1.0], [0, 255]),
+    ([0.0, 0.6, 1.0], [0, 153, 255]),
+    ([0.0, 1.5], [0, 2]),  # past 1: read as 0..255
+    ([0.0, 100.0], [0, 100]),
+    ([-5.0, 255.0], [0, 255]),  # below zero: black
 ])
 def test_float_grey_is_scaled_by_its_range(values, expected):
     image = Image.fromarray(np.array([values], np.float32), "F")
     decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
-    assert decoded.rgb[0, :, 0].tolist() == expected
+    assert decoded.rgb[0, :, 0].tolist() == expected and decoded.rgb.dtype == np.uint8
 
 
 # -- whose fault a failure is ----------------------------------------------------------------------------------------
