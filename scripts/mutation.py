@@ -145,10 +145,39 @@ EQUIVALENT.update({
     "deployments.imaging.x__scale_to_uint8__mutmut_58": "a maximum of exactly 65535 has 16 bits either way",
     "deployments.imaging.x__scale_to_uint8__mutmut_65": "past 16 bits the bit length is 17 or more anyway",
 })
+_POOL = ("the encoder's thread pool or part count left out: the PNG is written in one band instead of several, the "
+         "same pixels and the same bytes")
+EQUIVALENT.update({
+    "deployments.postprocess.x__tensor__mutmut_2": "the warning filter's category: every warning is silenced then, "
+                                                   "the read-only one included",
+    "deployments.postprocess.x__tensor__mutmut_4": "the warning filter's category: every warning is silenced then, "
+                                                   "the read-only one included",
+    "deployments.postprocess.x_compose__mutmut_9": "torch promotes the uint8 alpha with the int32 colours to int32 "
+                                                   "anyway; 255 - alpha stays in 0..255",
+    "deployments.postprocess.x_compose__mutmut_12": "the background as int64: torch promotes the sum to int64, the "
+                                                    "same values",
+    "deployments.postprocess.x_compose__mutmut_14": "the background as int64: torch promotes the sum to int64, the "
+                                                    "same values",
+    "deployments.postprocess.x_compose__mutmut_16": "true division then truncation to uint8 equals floor division for "
+                                                    "these non-negative sums",
+    **{f"deployments.postprocess.xǁPostprocessorǁencode__mutmut_{n}": _POOL for n in (9, 12, 13, 19, 23, 24)},
+    **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _POOL for n in (55, 59)},
+    "deployments.postprocess.xǁPostprocessorǁencode__mutmut_37": "convert(None) of pixels that are already RGB "
+                                                                 "(composed on a background) or L (a mask) copies them",
+    "deployments.postprocess.xǁPostprocessorǁencode__mutmut_47": "Pillow reads format names in any case",
+    "deployments.postprocess.xǁPostprocessorǁencode__mutmut_57": "Pillow reads format names in any case",
+    "deployments.postprocess.xǁPostprocessorǁencode__mutmut_55": "WebP's encoder effort (method 3, or its default 4): "
+                                                                 "the same image, a little smaller and slower",
+    "deployments.postprocess.xǁPostprocessorǁencode__mutmut_58": "WebP's encoder effort (method 3, or its default 4): "
+                                                                 "the same image, a little smaller and slower",
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "
                                                                                            "stage's") for n in (29, 31)},
+    **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "postprocess "
+                                                                                           "stage's")
+       for n in (100, 101, 102, 104, 105)},
 }
 
 

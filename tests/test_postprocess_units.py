@@ -230,3 +230,25 @@ def test_the_small_png_writer_leaves_other_formats_alone():
         assert decode(cutout.data).format == fmt.upper()
     webp = post.render(seg(disc_logits()), photo(64, 48), OutputOptions(format="webp"))
     assert decode(webp.data).format == "WEBP" and decode(webp.data).mode == "RGBA"
+
+
+def test_a_feather_of_one_pixel_or_less_still_softens():
+    alpha = np.zeros((20, 20), np.uint8)
+    alpha[:, 10:] = 255
+    for sigma in (0.5, 1.0):
+        assert not np.array_equal(feather(alpha, sigma), alpha)
+
+
+def test_the_png_writer_is_the_one_the_config_names():
+    """png_compression "fast" (the default) is fpng; "small" the zlib-ng writer (README, configuration)."""
+    from deployments.png import encode_png, encode_png_fast
+
+    rgba = compose(photo(64, 48), np.full((48, 64), 200, np.uint8), None)
+    fast = Postprocessor(PostprocessConfig(threads=1))
+    small = Postprocessor(PostprocessConfig(threads=1, png_compression="small", png_level=1))
+    assert fast.encode(rgba, OutputOptions()) == encode_png_fast(rgba)
+    assert small.encode(rgba, OutputOptions()) == encode_png(rgba, level=1)
+    logits = disc_logits()
+    cutout = fast.render(seg(logits), photo(64, 48))
+    alpha, colours = cutout_edge(photo(64, 48), logits, False)
+    assert cutout.data == encode_png_fast(compose(colours, alpha, None))
