@@ -171,6 +171,25 @@ EQUIVALENT.update({
     "deployments.postprocess.xǁPostprocessorǁencode__mutmut_58": "WebP's encoder effort (method 3, or its default 4): "
                                                                  "the same image, a little smaller and slower",
 })
+_NO_RECEIVE = "a JSON refusal never reads the request: error_response(...) is handed None instead of receive"
+_LOG = "the log line's wording (the refusal itself is checked)"
+EQUIVALENT.update({
+    "deployments.http_guard.access.xǁApiKeysǁ__call____mutmut_14": _NO_RECEIVE,
+    "deployments.http_guard.body.xǁBodyLimitǁ__call____mutmut_16": _NO_RECEIVE,
+    "deployments.http_guard.body.xǁBodyLimitǁ__call____mutmut_48": _NO_RECEIVE,
+    "deployments.http_guard.body.xǁBodyLimitǁ__call____mutmut_70": _NO_RECEIVE,
+    "deployments.http_guard.xǁRequestGuardǁ__call____mutmut_17": _NO_RECEIVE,
+    "deployments.http_guard.body.x_reject_repeated_fields__mutmut_9": "Starlette's header lookup ignores case",
+    "deployments.http_guard.body.x_reject_repeated_fields__mutmut_10": "a missing Content-Type read as 'XXXX' "
+                                                                       "instead of '': neither is a form type",
+    "deployments.http_guard.body.xǁBodyLimitǁ__call____mutmut_25": "None instead of False for a flag only tested "
+                                                                   "for truth",
+    "deployments.http_guard.body.xǁBodyLimitǁ__call____mutmut_27": "None instead of False for a flag only tested "
+                                                                   "for truth",
+    **{f"deployments.http_guard.xǁRequestGuardǁ__call____mutmut_{n}": _LOG for n in (13, 14, 15)},
+    "deployments.http_guard.xǁRequestGuardǁ__init____mutmut_2": "RequestGuard.config is stored but read by nothing "
+                                                                "(the stack is built from the argument)",
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "

@@ -266,6 +266,11 @@ def test_repeated_fields_are_named_sorted_and_at_most_five():
     assert response.status_code == 400 and response.json()["error"]["code"] == "repeated_field"
     message = response.json()["error"]["message"]
     assert message.startswith("`a`, `b`, `c`, `d`, `e` sent more than once") and "`f`" not in message
+    assert_readable(message)
+    response = client.post("/v1/echo", content=urlencode([("k" * 50, "1")] * 2),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert f"`{'k' * 40}`" in response.json()["error"]["message"]  # a long name is cut at 40 characters
+    assert client.post("/v1/echo").status_code == 200  # no content type at all: not a form, nothing to check
     assert client.post("/v1/echo", data={"points": "1", "image": "2"}).status_code == 200
     assert client.get("/v1/echo").status_code == 200
     assert client.post("/v1/echo", content=b"{}", headers={"content-type": "application/json"}).status_code == 200
@@ -345,10 +350,11 @@ def test_a_guard_without_settings_refuses_http_but_passes_other_scopes():
     assert "Retry-After" in message and "Retry-After" in http_guard.not_configured().headers
 
     async def lifespan(scope, receive, send):
-        app.calls.append(scope["type"])
+        app.calls.append((scope["type"], (await receive())["type"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
 
-    call(http_guard.RequestGuard(lifespan), scope_type="lifespan")
-    assert app.calls == ["lifespan"]
+    assert call(http_guard.RequestGuard(lifespan), scope_type="lifespan")[0] == 204  # receive and send handed on
+    assert app.calls == [("lifespan", "http.request")]
 
 
 def test_the_stack_applies_every_setting():
@@ -364,6 +370,9 @@ def test_the_stack_applies_every_setting():
     assert call(guard, "GET", "/")[0] == 200  # the open page reaches the (slow) app past the gate and the deadline
     plain = http_guard.stack(Recorder(), GuardConfig())
     status, headers, _ = call(plain, "POST", "/v1/x", [FORM, ("origin", "https://a.example")])
+    assert status == 200 and "access-control-allow-origin" not in headers
+    preflight = [("origin", "https://a.example"), ("access-control-request-method", "POST")]
+    status, headers, _ = call(plain, "OPTIONS", "/v1/x", preflight)  # without CORS no one answers preflights
     assert status == 200 and "access-control-allow-origin" not in headers
 
 
