@@ -190,6 +190,21 @@ EQUIVALENT.update({
     "deployments.http_guard.xǁRequestGuardǁ__init____mutmut_2": "RequestGuard.config is stored but read by nothing "
                                                                 "(the stack is built from the argument)",
 })
+_ECHO = ("how many characters of the client's own value a message echoes (40 or 41, 80 or 81, 20 or 21): a cap "
+         "against huge messages, no contract on its exact length")
+_SCOPE = "a default for a key every ASGI HTTP scope carries (path), or one whose stand-in is falsy or never a prefix"
+EQUIVALENT.update({
+    **{name: _ECHO for name in ("deployments.prompts.x__load__mutmut_10", "deployments.prompts.x__number__mutmut_8",
+                                "deployments.prompts.x__number__mutmut_19",
+                                "deployments.http_guard.body.x__check_headers__mutmut_14")},
+    "deployments.prompts.x__load__mutmut_7": "the JSON parser's reason with or without its position ('Expecting ',' "
+                                             "delimiter: line 1 column 7 (char 6)'): both say what is wrong",
+    **{f"deployments.http_guard.access.x_route_path__mutmut_{n}": _SCOPE for n in (3, 5, 8, 10, 12, 15)},
+    "deployments.http_guard.access.x_route_path__mutmut_20": "an empty path read as 'XX/XX' instead of '/': neither "
+                                                             "is under the API's prefixes",
+    "deployments.http_guard.body.x__check_headers__mutmut_5": "Starlette's header lookup ignores case",
+    "deployments.http_guard.body.x__check_headers__mutmut_26": "Starlette's header lookup ignores case",
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "

@@ -85,6 +85,7 @@ FORM = ("content-type", "multipart/form-data; boundary=x")
     ("GET", "/", "", True), ("HEAD", "/healthz", "", True), ("OPTIONS", "/docs", "", True),
     ("GET", "/v1/images", "", False), ("GET", "/background-removal/remove", "", False), ("POST", "/", "", False),
     ("GET", "/keyed/v1/cutout", "/keyed", False), ("GET", "/keyed/", "/keyed", True), ("GET", "/keyed", "/keyed", True),
+    ("GET", "/abcdef/v1/x", "/keyed", True),  # a path outside the root path is taken as it is
 ])
 def test_only_safe_methods_outside_the_api_are_open(method, path, root, open_):
     app, guarded = Recorder(), Recorder()
