@@ -84,9 +84,9 @@ def test_schemathesis_with_every_check_finds_no_failure(app_url):
     """The command the README gives, from the repository root so that schemathesis.toml applies; a fixed seed, so a
     failure reproduces."""
     run = subprocess.run([str(ST), "run", app_url + "/openapi.json", "--checks", "all", "--seed", "1",
-                          "--max-examples", "40", "--no-color"],
+                          "--max-examples", "25", "--no-color"],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     output = run.stdout + run.stderr
     tested = re.search(r"(\d+) generated, (\d+) passed", output)
     assert run.returncode == 0 and tested, output[-6000:]
-    assert int(tested.group(1)) == int(tested.group(2)) >= 200, tested.group(0)
+    assert int(tested.group(1)) == int(tested.group(2)) >= 200 and "errored" not in output, tested.group(0)
