@@ -269,11 +269,13 @@ def _fork_safe() -> None:
 
 
 def _pending(modules: list[str]) -> list[str]:
-    """The mutants of ``modules`` that are not yet killed: never run, survived, timed out, or anything else."""
+    """The mutants of ``modules`` that are not yet killed (never run, survived, timed out, anything else) and not
+    explained as equivalent or untestable."""
     names = []
     for meta in sorted((ROOT / "mutants" / "deployments").rglob("*.py.meta")):
         for name, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
-            if any(name.startswith(MODULES[m]) for m in modules) and _status(code) != "killed":
+            explained = name in EQUIVALENT or name in UNTESTABLE  # judged already: rerun only with a full run
+            if any(name.startswith(MODULES[m]) for m in modules) and _status(code) != "killed" and not explained:
                 names.append(name)
     return names
 
