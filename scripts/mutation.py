@@ -205,6 +205,20 @@ EQUIVALENT.update({
     "deployments.http_guard.body.x__check_headers__mutmut_5": "Starlette's header lookup ignores case",
     "deployments.http_guard.body.x__check_headers__mutmut_26": "Starlette's header lookup ignores case",
 })
+EQUIVALENT.update({
+    "deployments.postprocess.xǁPostprocessorǁ__init____mutmut_6": "the thread count's fallback where os.cpu_count() "
+                                                                   "is None (never on Linux): parallelism only",
+    "deployments.postprocess.xǁPostprocessorǁ__init____mutmut_10": "the PNG pool's size left to Python's default: "
+                                                                    "parallelism only, the same bytes",
+    "deployments.png.x_encode_png_fast__mutmut_1": "the fallback writer's default part count, 1 or 2: the same pixels",
+    "deployments.preview.x_choose_mask__mutmut_2": "argmax of a single score is 0 as well",
+    "deployments.preview.x_choose_mask__mutmut_5": "argmax of a single score is 0 as well",
+    "deployments.lru.xǁLRUCacheǁput__mutmut_14": "without a time to live no deadline is ever read (_expire returns "
+                                                 "first)",
+    "deployments.http_guard.load.xǁDeadlineǁ__call____mutmut_1": "None instead of False for a flag only tested for "
+                                                                  "truth",
+    "deployments.http_guard.load.xǁInflightGateǁ__call____mutmut_3": _NO_RECEIVE,
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "
