@@ -219,13 +219,33 @@ EQUIVALENT.update({
                                                                   "truth",
     "deployments.http_guard.load.xǁInflightGateǁ__call____mutmut_3": _NO_RECEIVE,
 })
+EQUIVALENT.update({
+    "deployments.postprocess.x_compose__mutmut_20": "torch promotes the uint8 colours with the int32 alpha to int32 "
+                                                    "anyway",
+    "deployments.postprocess.x_compose__mutmut_37": "the alpha channel times (alpha > 0) is the alpha itself",
+    "deployments.postprocess.xǁPostprocessorǁrender__mutmut_46": "PNG cut-outs then go through compose and encode "
+                                                                  "instead of the band-by-band writer: the same pixels",
+    "deployments.png.x_encode_png_fast__mutmut_14": _POOL,
+    "deployments.png.x_encode_png_fast__mutmut_17": _POOL,
+    "deployments.lru.xǁLRUCacheǁput__mutmut_18": "float('INF') is float('inf')",
+    "deployments.imaging.x__to_rgb8__mutmut_3": "RGB images then go through convert('RGB'): the same pixels, a copy",
+})
+_THREAD_NAME = "the PNG pool's thread names: diagnostics only"
+EQUIVALENT.update({
+    **{f"deployments.postprocess.xǁPostprocessorǁ__init____mutmut_{n}": _POOL for n in (7, 8)},
+    **{f"deployments.postprocess.xǁPostprocessorǁ__init____mutmut_{n}": _THREAD_NAME for n in (9, 11, 12, 13)},
+    "deployments.postprocess.xǁPostprocessorǁrender__mutmut_60": _POOL,
+    **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": "the small PNG writer then takes the compose "
+       "and encode path instead of the band-by-band one: the same bytes (the same rows, level and writer)"
+       for n in (50, 51)},
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "
                                                                                            "stage's") for n in (29, 31)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "postprocess "
                                                                                            "stage's")
-       for n in (100, 101, 102, 104, 105)},
+       for n in (82, 83, 84, 85, 89, 90, 91, 92, 94, 95, 99, 100, 101, 102, 104, 105)},
 }
 
 
@@ -339,6 +359,11 @@ def report() -> dict:
         for name, code in data.get("exit_code_by_key", {}).items():
             results[name] = _status(code)
 
+    # A mutant judged equivalent cannot be killed; one that timed out in an earlier run (before the workers were made
+    # fork-safe, a hang there was no kill) is counted as the survivor it is.
+    recounted = sorted(name for name, status in results.items() if status == "timeout" and name in EQUIVALENT)
+    for name in recounted:
+        results[name] = "survived"
     modules = {}
     for module, prefix in MODULES.items():
         statuses = {name: status for name, status in results.items() if name.startswith(prefix)}
@@ -356,6 +381,8 @@ def report() -> dict:
             "not_checked": counts["not checked"],
             "other": total - killed - timeouts - counts["survived"] - counts["no tests"] - counts["not checked"],
             "score": round((killed + timeouts) / total, 4) if total else None,
+            "score_without_equivalent": (round((killed + timeouts) / (total - len(equivalent)), 4)
+                                         if total > len(equivalent) else None),
             "survivors_equivalent": equivalent,
             "survivors_untestable": untestable,
             "survivors_unexplained": [name for name in survivors if name not in EQUIVALENT and name not in UNTESTABLE],
@@ -365,10 +392,14 @@ def report() -> dict:
         "tool": f"mutmut {_mutmut_version()}",
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "target_score": TARGET,
-        "score": "(killed + timeouts) / mutants, per module; a timeout counts as a kill (the mutant made the tests hang)",
+        "score": "(killed + timeouts) / mutants, per module; a timeout counts as a kill (the mutant made the tests hang). "
+                 "score_without_equivalent leaves the mutants judged equivalent out of the count (the target is "
+                 "judged on it); untestable and unexplained survivors stay in",
         "left_out": "classes decorated with @serve.deployment (the Ray shells: mutmut cannot wrap them; only the "
                     "end-to-end tests reach them)",
-        "all_at_target": all(m["score"] is not None and m["score"] >= TARGET for m in modules.values()),
+        "all_at_target": all(m["score_without_equivalent"] is not None and m["score_without_equivalent"] >= TARGET
+                             and m["not_checked"] == 0 for m in modules.values()),
+        "equivalent_timeouts_counted_as_survivors": recounted,
         "modules": modules,
         "equivalent": {name: EQUIVALENT[name] for name in sorted(EQUIVALENT) if name not in stale},
         "untestable": {name: UNTESTABLE[name] for name in sorted(UNTESTABLE) if name not in stale},
@@ -391,8 +422,9 @@ def main(argv: list[str]) -> None:
         OUTPUT.write_text(json.dumps(result, indent=2) + "\n")
         for module, m in result["modules"].items():
             score = "-" if m["score"] is None else f"{m['score']:.1%}"
+            rest = "-" if m["score_without_equivalent"] is None else f"{m['score_without_equivalent']:.1%}"
             print(f"{module:16} killed {m['killed']:4}  survived {m['survived']:4}  timeouts {m['timeouts']:3}  "
-                  f"no tests {m['no_tests']:3}  score {score}")
+                  f"not checked {m['not_checked']:3}  score {score}  without equivalent {rest}")
         print(f"written {OUTPUT.relative_to(ROOT)}; every module at {TARGET:.0%} or more: {result['all_at_target']}")
     else:
         sys.exit(__doc__)

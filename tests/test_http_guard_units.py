@@ -327,8 +327,13 @@ async def _acall(app, method="POST", path="/v1/x"):
 
 def test_the_deadline_answers_503_and_an_answer_in_time_passes():
     message, headers = refused(call(Deadline(Recorder(delay=5), 0.05), "POST", "/v1/x"), 503, "timeout")
-    assert headers["retry-after"] == "2" and "0.05 s" in message
+    assert headers["retry-after"] == "2" and "0.05 s" in message and "Retry-After" in message
     assert call(Deadline(Recorder(), 5), "POST", "/v1/x")[0] == 200
+
+    async def silent(scope, receive, send):  # returns in time without answering: nothing is made up for it
+        return None
+
+    assert call(Deadline(silent, 5), "POST", "/v1/x")[0] is None
 
 
 def test_an_answer_that_has_begun_is_never_cut():

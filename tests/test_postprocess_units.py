@@ -228,6 +228,8 @@ def test_the_small_png_writer_leaves_other_formats_alone():
     for fmt in ("webp", "jpeg"):
         cutout = post.render(seg(disc_logits()), photo(64, 48), OutputOptions(format=fmt, background=(1, 2, 3)))
         assert decode(cutout.data).format == fmt.upper()
+    on_colour = decode(post.render(seg(np.full((256, 256), -10.0)), photo(64, 48), OutputOptions(background=(1, 2, 3))).data)
+    assert on_colour.mode == "RGB" and (np.asarray(on_colour) == [1, 2, 3]).all()  # a PNG on a colour: composed
     webp = post.render(seg(disc_logits()), photo(64, 48), OutputOptions(format="webp"))
     assert decode(webp.data).format == "WEBP" and decode(webp.data).mode == "RGBA"
 
