@@ -239,6 +239,13 @@ EQUIVALENT.update({
        "and encode path instead of the band-by-band one: the same bytes (the same rows, level and writer)"
        for n in (50, 51)},
 })
+EQUIVALENT.update({
+    "deployments.imaging.x__needs_transpose__mutmut_2": "a missing orientation read as None instead of 1: both mean "
+                                                        "upright",
+    "deployments.imaging.x__needs_transpose__mutmut_4": "a missing orientation read as None instead of 1: both mean "
+                                                        "upright",
+    "deployments.imaging.x__to_rgb8__mutmut_4": "RGB images then go through convert('RGB'): the same pixels, a copy",
+})
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},
     **{f"deployments.postprocess.xǁPostprocessorǁrender__mutmut_{n}": _PREVIEW_MS.replace("preview's", "upsample "

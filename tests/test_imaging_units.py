@@ -197,6 +197,7 @@ def test_integer_grey_of_any_depth_keeps_its_top_bits(values, expected):
     image = Image.fromarray(np.array([values], np.int32), "I")
     decoded = decode_image(as_file(image, "TIFF"), IngressLimits())
     assert decoded.rgb[0, :, 0].tolist() == expected and (decoded.rgb[..., 0] == decoded.rgb[..., 2]).all()
+    assert decoded.rgb.shape == (1, len(values), 3)
     assert decoded.rgb.dtype == np.uint8
 
 
