@@ -10,7 +10,8 @@ import torch
 @dataclass(frozen=True)
 class EdgeSettings:
     """Chosen on the tuning half of ``bgremove edge-quality``: the band budget per size in
-    docs/benchmarks/edges-methods-tuning.json, the rest in docs/benchmarks/edges-tuning.json (README, "Measured")."""
+    docs/benchmarks/edges/methods-tuning.json, the rest in docs/benchmarks/edges/tuning.json (docs/edges.md,
+    "Measured")."""
 
     band_pixels: int = 10_000  # matting budget per request, over the band only: the photo is worked on at the
     # largest scale (<= 1) whose band holds at most this many pixels (edge_refine.py)

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     edges.add_argument("--solvers", action="store_true", help="pymatting's methods against the torch solver")
     edges.add_argument("--crop", default=None, help="also render the side-by-side crop to this PNG")
     edges.add_argument("--small", action="store_true", help="both halves' photos at 1 MP (CI, a busy machine)")
-    edges.add_argument("--out", default=None, help="also write the JSON here (docs/benchmarks/edges-cpu.json)")
+    edges.add_argument("--out", default=None, help="also write the JSON here (e.g. docs/benchmarks/edges/)")
     edges.set_defaults(run=cmd_edge_quality)
     return parser
 

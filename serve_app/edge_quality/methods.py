@@ -1,5 +1,5 @@
 """The refined edge's methods compared on the tuning half, per size (``python -m serve_app.edge_quality.methods``;
-docs/benchmarks/edges-methods-tuning.json): each configuration of ``EdgeSettings`` (working size by band budget,
+docs/benchmarks/edges/methods-tuning.json): each configuration of ``EdgeSettings`` (working size by band budget,
 the full-size coarse-to-fine pass) on the 20 tuning photos, one timing run each, per photo SAD and band composite
 error relative to plain upsampling, the guard's figures, and the means per size.
 

@@ -4,7 +4,7 @@ logits against the colour-estimated and the refined edge, all through ``deployme
     bgremove edge-quality                 # both halves, 20 photos each at 1-12 MP: JSON, per-size tables
     bgremove edge-quality --small         # both halves at 1 MP (CI, a busy machine)
     bgremove edge-quality --quick         # four report photos at 1 and 12 MP (what the tests use)
-    bgremove edge-quality --tune          # the grid search on the tuning half (docs/benchmarks/edges-tuning.json)
+    bgremove edge-quality --tune          # the grid search on the tuning half (docs/benchmarks/edges/tuning.json)
 
 Seeds are split: ``TUNING_SEEDS`` chose every setting in ``EdgeSettings``; ``REPORT_SEEDS`` are what the
 README reports. See ``synthetic.py`` for how the photos and SAM-like logits are made, ``metrics.py`` for the
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solvers", action="store_true", help="compare pymatting's methods on 4 tuning photos")
     parser.add_argument("--crop", default=None, help="write the side-by-side crop PNG here")
     parser.add_argument("--small", action="store_true", help="both halves' photos at 1 MP (CI, a busy machine)")
-    parser.add_argument("--out", default=None, help="also write the JSON here (docs/benchmarks/edges-cpu.json)")
+    parser.add_argument("--out", default=None, help="also write the JSON here (e.g. docs/benchmarks/edges/)")
     args = parser.parse_args(argv)
     if args.tune:
         result = tune(sample_set(GRID_SEEDS, GRID_SIZES))
