@@ -1,4 +1,4 @@
-"""The README's "One GPU box" commands, run as written on this machine: a real `ray start --head` (with Ray's token
+"""The "One GPU box" commands of docs/deploying.md (the README links there), run as written on this machine: a real `ray start --head` (with Ray's token
 authentication), `serve deploy`, `serve status`, `/healthz`, a cut-out with the API key, and `ray stop`.
 
 Three changes to what a reader types, and only these: `make install` and the weights download are skipped (the
@@ -37,13 +37,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 # --kill-child: if the test kills unshare (its timeout), the namespace's first process dies and the kernel ends the rest.
 NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net"]
+DEPLOYING = ROOT / "docs" / "deploying.md"  # where the README's "One GPU box" link leads
 PHOTO_SIZE = (320, 240)  # the README's click [100, 200] is inside it
 
 
 def readme_commands() -> list[str]:
     """The shell lines of the "One GPU box" block, continuation lines joined."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("**2. One GPU box.**", 1)[1]
+    section = DEPLOYING.read_text().split("\n## One GPU box\n", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
@@ -151,11 +151,11 @@ def test_readme_one_gpu_box_commands_work_with_token_authentication(workdir):
     assert dashboard and all(address.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for address in dashboard)
     assert read("token_mode.txt").strip() == "600"
 
-    # What the README says the dashboard answers without the token (401) and with a wrong one (403). `serve status`
+    # What the docs say the dashboard answers without the token (401) and with a wrong one (403). `serve status`
     # prints the answer's body, which starts with the status's reason phrase ("Unauthorized: Missing ...").
     claim = re.search(r"`serve status` without the token \((\d{3})\) or with a wrong one\s+\((\d{3})\)",
-                      (ROOT / "README.md").read_text())
-    assert claim, "the README no longer says what `serve status` without the token answers"
+                      DEPLOYING.read_text())
+    assert claim, "docs/deploying.md no longer says what `serve status` without the token answers"
     for name, status, reason in (("unauthenticated", claim[1], "Missing authentication token"),
                                  ("wrong_token", claim[2], "Invalid authentication token")):
         output = read(f"{name}.txt")
