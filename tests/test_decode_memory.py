@@ -19,7 +19,7 @@ from deployments.imaging import _over_white
 from reliability import anonymous_bytes, replica_processes, report, resident_kib, wait_until
 
 MiB = 1 << 20
-# What the README states: 20 concurrent 25 MP RGBA uploads raise an ingress replica's private memory (RSS without
+# What docs/security.md states: 20 concurrent 25 MP RGBA uploads raise an ingress replica's private memory (RSS without
 # the shared object-store pages it writes the decoded pixels into) by less than this over its level before them.
 # Arithmetic behind it: a 25 MP RGBA decode holds Pillow's RGBA (100 MB), its array copy (100 MB), the 8-bit RGB
 # (75 MB) and alpha (25 MB), then the model copy's input (100 MB) = ~300 MB; two at once (max_concurrent_decodes)

@@ -478,7 +478,7 @@ def test_ci_workflow_runs_the_readme_test_command_on_push():
 
 
 def test_deploying_docs_name_files_that_exist():
-    """docs/deploying.md (the README's deployment table links into it): its commands name files that exist."""
+    """docs/deploying.md, where the README's deployment table leads: its commands name files that exist."""
     section = (ROOT / "docs" / "deploying.md").read_text()
     for command in ("serve build", "serve deploy", "kubectl apply -f cluster/rayservice.yaml", "ray up cluster/aws.yaml"):
         assert command in section, command
@@ -489,7 +489,7 @@ def test_deploying_docs_name_files_that_exist():
 
 
 def test_serve_build_writes_a_config_of_the_graph(tmp_path):
-    """docs/deploying.md's `serve build serve_app.graph:app -o my-config.yaml`: the code's deployment options as YAML."""
+    """docs/deploying.md's `serve build serve_app.graph:app -o my-config.yaml`: the code's deployment options."""
     from ray.serve.schema import ServeDeploySchema
 
     serve_cli = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")

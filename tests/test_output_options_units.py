@@ -132,8 +132,8 @@ def test_png_has_no_side_limit():
 
 
 def test_the_documented_defaults():
-    """README, output options: format png, mask_only false, no background, crop false with margin 0, feather 0,
-    quality 90, preview and refine false."""
+    """docs/http-api.md, output options: format png, mask_only false, no background, crop false with margin 0,
+    feather 0, quality 90, preview and refine false."""
     options = parse_output_options()
     assert (options.format, options.mask_only, options.background, options.crop, options.crop_margin,
             options.feather, options.quality, options.preview, options.refine) == ("png", False, None, False, 0, 0.0,

@@ -242,7 +242,7 @@ def test_a_feather_of_one_pixel_or_less_still_softens():
 
 
 def test_the_png_writer_is_the_one_the_config_names():
-    """png_compression "fast" (the default) is fpng; "small" the zlib-ng writer (README, configuration)."""
+    """png_compression "fast" (the default) is fpng; "small" the zlib-ng writer (docs/configuration.md)."""
     from deployments.png import encode_png, encode_png_fast
 
     rgba = compose(photo(64, 48), np.full((48, 64), 200, np.uint8), None)

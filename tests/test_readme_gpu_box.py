@@ -1,5 +1,6 @@
-"""The "One GPU box" commands of docs/deploying.md (the README links there), run as written on this machine: a real `ray start --head` (with Ray's token
-authentication), `serve deploy`, `serve status`, `/healthz`, a cut-out with the API key, and `ray stop`.
+"""The "One GPU box" commands of docs/deploying.md (the README links there), run as written on this machine: a
+real `ray start --head` (with Ray's token authentication), `serve deploy`, `serve status`, `/healthz`, a cut-out
+with the API key, and `ray stop`.
 
 Three changes to what a reader types, and only these: `make install` and the weights download are skipped (the
 test runs inside the installed environment, with no network), and `configs/gpu.yaml` becomes `configs/local.yaml`
