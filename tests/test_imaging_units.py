@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployments import imaging
 from deployments.errors import ApiError
 from deployments.imaging import check_image_id, decode_image, image_id_of, model_copy, scoped_image_id
 from deployments.settings import IngressLimits
@@ -275,7 +276,7 @@ def test_pillows_bomb_warning_is_raised_not_just_printed():
     assert (error.status, error.code) == (413, "too_many_pixels")
 
 
-@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: a[::-1, ::-1]),
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]),
                                                (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
 def test_exif_orientation_is_applied(orientation, turn):
     pixels = np.zeros((4, 6, 3), np.uint8)
@@ -285,3 +286,57 @@ def test_exif_orientation_is_applied(orientation, turn):
     exif[0x0112] = orientation
     decoded = decode_image(as_file(image, "PNG", exif=exif.tobytes()), IngressLimits())
     assert np.array_equal(decoded.rgb, turn(pixels))
+
+
+# Pillow's rarer modes, as a decoder hands them over (PSD, TIFF and PNG readers make them): each becomes 8-bit RGB, and
+# an alpha it carries is kept.
+
+
+def _two_tone(mode: str, size=(4, 3)) -> Image.Image:
+    """A ``mode`` image whose first pixel is transparent (where the mode has alpha) and the rest opaque."""
+    image = Image.new("RGBA", size, (200, 100, 50, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))
+    if mode == "La":  # Pillow converts nothing to La: its bytes are LA's, the grey premultiplied (0 where alpha is)
+        return Image.frombytes("La", size, image.convert("LA").tobytes())
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["La", "LA", "PA", "RGBa", "RGBA"])
+def test_modes_with_alpha_keep_it_and_give_three_channels(mode):
+    rgb, alpha = imaging._to_rgb8(_two_tone(mode))
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    assert alpha is not None and alpha[0, 0] == 0 and alpha[1, 1] == 255
+    assert tuple(rgb[0, 0]) == (255, 255, 255)  # transparent: white for SAM
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGBa"])
+def test_an_opaque_image_with_an_alpha_channel_has_no_alpha_and_three_channels(mode):
+    image = Image.new("RGBA", (4, 3), (10, 20, 30, 255)).convert(mode)
+    rgb, alpha = imaging._to_rgb8(image)
+    assert alpha is None and rgb.shape == (3, 4, 3)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I;16N"])
+def test_sixteen_bit_grey_of_every_byte_order_is_scaled_not_clipped(mode):
+    values = np.array([[0, 256, 40000, 65535]], np.uint16)
+    image = Image.frombytes(mode, (4, 1), values.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    rgb, alpha = imaging._to_rgb8(image)
+    assert alpha is None and rgb[0, :, 0].tolist() == [0, 1, 156, 255] and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_a_photo_far_wider_than_tall_keeps_one_row_in_the_model_copy():
+    copy = model_copy(np.zeros((1, 3000, 3), np.uint8), 1024)
+    assert copy.shape == (1, 1024, 3)
+    assert model_copy(np.zeros((3000, 1, 3), np.uint8), 1024).shape == (1024, 1, 3)
+
+
+def test_a_one_pixel_wide_or_tall_image_is_an_image():
+    for size in ((1, 5), (5, 1), (1, 1)):
+        decoded = decode_image(as_file(Image.new("RGB", size, (9, 9, 9))), IngressLimits())
+        assert (decoded.width, decoded.height) == size
+
+
+def test_the_pixel_limit_refusal_states_the_photos_and_the_limits_megapixels():
+    error = refusal(as_file(Image.new("L", (6000, 5000))), IngressLimits(max_pixels=25_000_000))
+    assert (error.status, error.code) == (413, "too_many_pixels")
+    assert "6000x5000 (30.0 megapixels)" in error.message and "the limit is 25 megapixels" in error.message
