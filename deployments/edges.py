@@ -4,7 +4,7 @@
 (``bgremove edge-quality``) and outside checks all call it.
 
 - Plain (``refine=False``): the logits upsampled exactly as sam2 does, as a soft alpha (``soft_alpha``:
-  >= 128 exactly where SAM's mask is), so masks match SAM2ImagePredictor bit for bit.
+  >= 128 exactly where SAM's mask is), so masks are SAM2ImagePredictor's masks.
 - Refined (``refine=True``): a trimap from SAM's own uncertainty (pixels whose logit is below
   ``unknown_logit`` in magnitude, widened by ``band_cells`` logit cells so that an outline one cell off lies
   inside it), closed-form matting of that band at a working size chosen for the band (``edge_refine.py``; torch
@@ -46,7 +46,7 @@ ALPHA_PER_LOGIT = 32.0
 
 def upsample_logits(logits: np.ndarray, height: int, width: int) -> torch.Tensor:
     """256x256 logits to (height, width), exactly as SAM2Transforms.postprocess_masks does (bilinear,
-    align_corners=False, FP32), so that `> 0` gives SAM2ImagePredictor's mask bit for bit."""
+    align_corners=False, FP32), so that `> 0` gives SAM2ImagePredictor's mask."""
     low_res = torch.from_numpy(np.array(logits, dtype=np.float32))[None, None]  # a writable copy (256 KB)
     return F.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)[0, 0]
 

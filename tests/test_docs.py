@@ -164,7 +164,7 @@ def test_no_figure_in_the_readme_and_no_bit_for_bit_anywhere():
     assert not re.search(r"\b\d+(\.\d+)?\s?(ms|s|MB|GB|MiB|GiB|x)\b(?![\w-])", re.sub(r"```.*?```", "", readme, flags=re.S)), \
         "a measured figure in the README: cite it on the site, from its file"
     for path in [ROOT / "README.md", *marked_sources()]:
-        assert "bit for bit" not in path.read_text().lower(), path
+        assert "bit " + "for bit" not in path.read_text().lower(), path  # the phrase split, so this file passes too
 
 
 # -- docs/benchmarks for readers -------------------------------------------------------------------------------------

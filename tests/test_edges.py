@@ -41,7 +41,7 @@ def test_cutout_edge_contract(sample, refine):
     assert alpha.shape == sample.alpha.shape and alpha.dtype == np.uint8
     assert colours.shape == sample.rgb.shape and colours.dtype == np.uint8
     inside = (upsample_logits(sample.logits, *alpha.shape) > 0).numpy()
-    if not refine:  # SAM's own mask, bit for bit: the parity tests compare it with SAM2ImagePredictor's
+    if not refine:  # SAM's own mask, pixel for pixel: the parity tests compare it with SAM2ImagePredictor's
         assert np.array_equal(alpha >= 128, inside)
     else:  # matting decides the edge band; away from it the mask is SAM's, fully in or out
         band = edge_refine.full_size(edge_refine.working(sample.rgb, sample.logits, DEFAULT_SETTINGS).band,
