@@ -81,7 +81,7 @@ def test_a_field_the_route_does_not_take_is_refused_not_ignored(app_url):
 
 @pytest.mark.e2e
 def test_schemathesis_with_every_check_finds_no_failure(app_url):
-    """The command the README gives, from the repository root so that schemathesis.toml applies; a fixed seed, so a
+    """The command docs/http-api.md gives, from the repository root so that schemathesis.toml applies; a fixed seed, so a
     failure reproduces."""
     run = subprocess.run([str(ST), "run", app_url + "/openapi.json", "--checks", "all", "--seed", "1",
                           "--max-examples", "25", "--no-color"],
