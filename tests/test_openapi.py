@@ -81,8 +81,8 @@ def test_a_field_the_route_does_not_take_is_refused_not_ignored(app_url):
 
 @pytest.mark.e2e
 def test_schemathesis_with_every_check_finds_no_failure(app_url):
-    """The command docs/http-api.md gives, from the repository root so that schemathesis.toml applies; a fixed seed, so a
-    failure reproduces."""
+    """The command docs/http-api.md gives, from the repository root so that schemathesis.toml applies; a fixed seed,
+    so a failure reproduces."""
     run = subprocess.run([str(ST), "run", app_url + "/openapi.json", "--checks", "all", "--seed", "1",
                           "--max-examples", "25", "--no-color"],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
