@@ -116,7 +116,7 @@ CASES = {
                                     413, "request_too_large"),
     "legacy route without points": ("/background-removal/remove", {"files": file(JPEG)}, 400, "malformed_request"),
     "url instead of an image (never fetched)": ("/v1/cutout", {"data": {"image_url": "http://127.0.0.1:9/x.jpg",
-                                                                        "points": "[[1, 1]]"}}, 400, "missing_image"),
+                                                                        "points": "[[1, 1]]"}}, 400, "unknown_field"),
     # -- prompts -----------------------------------------------------------------------------------------------
     "points not json": ("/v1/cutout", *prompt_case(400, "malformed_json", points="[[1, 2")),
     "points NaN": ("/v1/cutout", *prompt_case(422, "invalid_points", points="[[NaN, 2]]")),
