@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # Ray runs its workers, and so every replica of this graph, at nice 15 so that its daemons stay responsive. On a
@@ -11,9 +12,18 @@ from typing import Any
 WORKER_NICENESS = 0
 
 
+# Serve kills its HTTP proxy when the proxy is not ready within 5 s of starting, or misses a 10 s health check, and
+# `serve.start` then fails: on a small or busy machine (2 cores, other work running) starting takes longer. A minute
+# for each still finds a proxy that hangs. Set before Ray starts, so that its processes inherit them; the image sets
+# the same for clusters (docker/Dockerfile).
+SERVE_PROXY_TIMEOUTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 def init_local_ray(**kwargs: Any) -> None:
     import ray
 
+    for name, value in SERVE_PROXY_TIMEOUTS.items():
+        os.environ.setdefault(name, value)
     system_config = {"worker_niceness": WORKER_NICENESS, **kwargs.pop("_system_config", {})}
     ray.init(_system_config=system_config, **kwargs)
 

@@ -32,13 +32,16 @@ def serve_instance():
     import ray
     from ray import serve
 
+    from serve_app.local_ray import init_local_ray
+
     port = free_port()
     metrics_port = free_port()
-    # Logical CPUs: replicas reserve fractions, and several test apps share these 2 real cores.
-    # Metrics are exported every second (default 10 s) so the metrics test need not wait long.
-    ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
-             _system_config={"metrics_report_interval_ms": 1000},
-             runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
+    # The product's start (Serve's proxy timeouts, worker niceness). Logical CPUs: replicas reserve fractions, and
+    # several test apps share these 2 real cores. Metrics are exported every second (default 10 s) so the metrics
+    # test need not wait long.
+    init_local_ray(num_cpus=16, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+                   _system_config={"metrics_report_interval_ms": 1000},
+                   runtime_env={"env_vars": {"RAY_SERVE_LOG_TO_STDERR": "0"}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     ray_serve_urls["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
     yield f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ import yaml
 
 import serve_config
 from serve_config import ROOT
+from serve_app.local_ray import SERVE_PROXY_TIMEOUTS
 
 CPU_STAGES = ("Ingress", "Postprocess", "ImageStore")
 TAG = "cpu_worker"  # the custom resource that only CPU nodes advertise
@@ -371,6 +372,9 @@ def test_dockerfile_image_shape(dockerfile):
     assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "USER after the last RUN"
     env = " ".join(args for op, args in dockerfile if op == "ENV")
     assert re.search(r"BGREMOVE_CACHE_DIR=/\S+", env)
+    # A cluster's Ray gets the same Serve proxy timeouts as `bgremove serve`'s (serve_app/local_ray.py).
+    for name, value in SERVE_PROXY_TIMEOUTS.items():
+        assert f"{name}={value}" in env.split(), name
     download = [args for op, args in dockerfile if op == "RUN" and "bgremove weights download" in args]
     assert download, "the weights are fetched at build time"
     # ... as root, into a 0600 file (weights.download renames a mkstemp file): the service's user must read it.

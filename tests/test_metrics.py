@@ -23,11 +23,16 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def wait_for(url: str, condition, deadline_s: float = 90.0) -> dict[str, float]:
+    """Scrapes until `condition` holds for the largest value each name has had in any scrape so far. Ray's agent
+    forgets a gauge not reported again within two export intervals (2 s here), and on a loaded machine a replica's
+    report can come late: a gauge may be missing from one scrape and back in the next. Counters only grow, so their
+    largest value is their last."""
     end = time.monotonic() + deadline_s
     seen = scrape(url)
     while not condition(seen) and time.monotonic() < end:
         time.sleep(1.0)
-        seen = scrape(url)
+        for name, value in scrape(url).items():
+            seen[name] = max(value, seen.get(name, value))
     return seen
 
 
