@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     edges.add_argument("--tune", action="store_true", help="the grid search on the tuning half (slow)")
     edges.add_argument("--solvers", action="store_true", help="pymatting's methods against the torch solver")
     edges.add_argument("--crop", default=None, help="also render the side-by-side crop to this PNG")
+    edges.add_argument("--timing", action="store_true", help="timings only (a 12 MP replica start, CPU s per MP "
+                       "per size): for a quiet machine")
     edges.add_argument("--small", action="store_true", help="both halves' photos at 1 MP (CI, a busy machine)")
     edges.add_argument("--out", default=None, help="also write the JSON here (e.g. docs/benchmarks/edges/)")
     edges.set_defaults(run=cmd_edge_quality)

@@ -152,4 +152,5 @@ def cmd_edge_quality(args: argparse.Namespace) -> int:
 
     return edge_quality.main([*(["--quick"] if args.quick else []), *(["--tune"] if args.tune else []),
                               *(["--solvers"] if args.solvers else []), *(["--crop", args.crop] if args.crop else []),
-                              *(["--small"] if args.small else []), *(["--out", args.out] if args.out else [])])
+                              *(["--small"] if args.small else []), *(["--timing"] if args.timing else []),
+                              *(["--out", args.out] if args.out else [])])

@@ -319,3 +319,13 @@ def test_cli_cut_with_refine(app_url, tmp_path):
     assert cli_main(["cut", str(photo), "--point", "160,120", "--refine", "-o", str(out), "--url", app_url]) == 0
     image = decode(out.read_bytes())
     assert (image.mode, image.size) == ("RGBA", (320, 240))
+
+
+def test_timing_run_groups_photos_by_size():
+    """`bgremove edge-quality --timing`: per size, the photos counted and their CPU time per megapixel."""
+    from serve_app.edge_quality.measure import cpu_per_size
+
+    samples = [make_sample(seed, 640, 480) for seed in REPORT_SEEDS[:2]] + [make_sample(REPORT_SEEDS[2], 1632, 1224)]
+    sizes = cpu_per_size(samples)
+    assert sorted(sizes) == ["1", "2"] and (sizes["1"]["photos"], sizes["2"]["photos"]) == (2, 1)
+    assert all(row["cpu_s_per_mp"] > 0 and row["s_per_mp"] > 0 for row in sizes.values())

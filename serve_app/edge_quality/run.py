@@ -5,6 +5,7 @@ logits against the colour-estimated and the refined edge, all through ``deployme
     bgremove edge-quality --small         # both halves at 1 MP (CI, a busy machine)
     bgremove edge-quality --quick         # four report photos at 1 and 12 MP (what the tests use)
     bgremove edge-quality --tune          # the grid search on the tuning half (docs/benchmarks/edges/tuning.json)
+    bgremove edge-quality --timing        # refined + colours' CPU time per size and a 12 MP replica start, alone
 
 Seeds are split: ``TUNING_SEEDS`` chose every setting in ``EdgeSettings``; ``REPORT_SEEDS`` are what the
 README reports. See ``synthetic.py`` for how the photos and SAM-like logits are made, ``metrics.py`` for the
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from deployments.edges import DEFAULT_SETTINGS
 
-from .measure import colour_check, first_and_tenth, measure, render_crop
+from .measure import colour_check, cpu_per_size, first_and_tenth, measure, render_crop
 from .synthetic import QUICK_SIZES, REPORT_SEEDS, TUNING_SEEDS, sample_set, size_of
 from .tables import markdown
 from .tuning import GRID_SEEDS, GRID_SIZES, solvers, tune
@@ -38,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solvers", action="store_true", help="compare pymatting's methods on 4 tuning photos")
     parser.add_argument("--crop", default=None, help="write the side-by-side crop PNG here")
     parser.add_argument("--small", action="store_true", help="both halves' photos at 1 MP (CI, a busy machine)")
+    parser.add_argument("--timing", action="store_true", help="timings only: a 12 MP replica start (first and "
+                        "tenth refined request) and CPU s per MP per size on the report photos; for a quiet machine")
     parser.add_argument("--out", default=None, help="also write the JSON here (e.g. docs/benchmarks/edges/)")
     args = parser.parse_args(argv)
     if args.tune:
         result = tune(sample_set(GRID_SEEDS, GRID_SIZES))
     elif args.solvers:
         result = {"seeds": list(TUNING_SEEDS[:4]), "solvers": solvers(sample_set(TUNING_SEEDS[:4], QUICK_SIZES))}
+    elif args.timing:
+        report = sample_set(REPORT_SEEDS)
+        result = {"settings": asdict(DEFAULT_SETTINGS), "first_and_tenth": first_and_tenth(report[-2]),
+                  "sizes": cpu_per_size(report)}
     elif args.quick:
         result = {"settings": asdict(DEFAULT_SETTINGS), "report": measure(sample_set(QUICK_SEEDS), runs=1)}
     else:
