@@ -139,14 +139,15 @@ def _needs_transpose(image: Image.Image) -> bool:
 def _to_rgb8(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """Any Pillow mode to (RGB uint8, alpha uint8 or None) without clipping high bit depths."""
     mode = image.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in image.info:
         return np.asarray(image), None
     if mode == "La":  # premultiplied; Pillow converts it only to LA
         image, mode = image.convert("LA"), "LA"
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         gray = _scale_to_uint8(np.asarray(image))
         return np.repeat(gray[:, :, None], 3, axis=2), None
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    # an alpha channel, or a palette's or a colour key's transparency (PNG's tRNS for grey and RGB too)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if has_alpha:
         rgba = np.asarray(image if mode == "RGBA" else image.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[:, :, 3])

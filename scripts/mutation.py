@@ -152,7 +152,7 @@ EQUIVALENT.update({
        "(25, 30, 30.0)" for name in ("_open_checked__mutmut_21", "_open_checked__mutmut_46",
                                      "_open_checked__mutmut_48", "decode_image__mutmut_18")},
     **{f"deployments.imaging.x__to_rgb8__mutmut_{n}": "unreachable: an La image is converted to LA before this list "
-       "is read" for n in (52, 53, 54)},
+       "is read" for n in (56, 57, 58)},
     **{f"deployments.imaging.x__to_rgb8__mutmut_{n}": "an RGBA image converted to RGBA anyway: a copy, the same "
        "pixels" for n in (64, 67, 68)},
     **{f"deployments.imaging.x_model_copy__mutmut_{n}": "Pillow's reducing_gap for the model-size copy (a speed "
@@ -239,10 +239,8 @@ EQUIVALENT.update({
     "deployments.postprocess.x_compose__mutmut_37": "the alpha channel times (alpha > 0) is the alpha itself",
     "deployments.postprocess.xǁPostprocessorǁrender__mutmut_46": "PNG cut-outs then go through compose and encode "
                                                                   "instead of the band-by-band writer: the same pixels",
-    "deployments.png.x_encode_png_fast__mutmut_14": _POOL,
-    "deployments.png.x_encode_png_fast__mutmut_17": _POOL,
     "deployments.lru.xǁLRUCacheǁput__mutmut_18": "float('INF') is float('inf')",
-    "deployments.imaging.x__to_rgb8__mutmut_3": "RGB images then go through convert('RGB'): the same pixels, a copy",
+    "deployments.imaging.x__to_rgb8__mutmut_5": "RGB images then go through convert('RGB'): the same pixels, a copy",
 })
 _THREAD_NAME = "the PNG pool's thread names: diagnostics only"
 EQUIVALENT.update({
@@ -259,6 +257,12 @@ EQUIVALENT.update({
     "deployments.imaging.x__needs_transpose__mutmut_4": "a missing orientation read as None instead of 1: both mean "
                                                         "upright",
     "deployments.imaging.x__to_rgb8__mutmut_4": "RGB images then go through convert('RGB'): the same pixels, a copy",
+})
+EQUIVALENT.update({
+    **{f"deployments.imaging.x__open_checked__mutmut_{n}": "unreachable: Pillow's Image.open refuses a file of no "
+       "width or height itself ('not identified by this driver', a 415)" for n in (23, 28, 29, 30, 31, 32, 33, 34, 35)},
+    "deployments.http_guard.load.xǁDeadlineǁ__call____mutmut_22": _NO_RECEIVE,
+    **{f"deployments.http_guard.load.xǁDeadlineǁ__call____mutmut_{n}": _HEADER_CASE for n in (43, 44)},
 })
 UNTESTABLE: dict[str, str] = {
     **{f"deployments.preview.x_preview_cutout__mutmut_{n}": _PREVIEW_MS for n in (16, 17, 18, 19, 21, 22)},

@@ -85,7 +85,8 @@ FORM = ("content-type", "multipart/form-data; boundary=x")
     ("GET", "/", "", True), ("HEAD", "/healthz", "", True), ("OPTIONS", "/docs", "", True),
     ("GET", "/v1/images", "", False), ("GET", "/background-removal/remove", "", False), ("POST", "/", "", False),
     ("GET", "/keyed/v1/cutout", "/keyed", False), ("GET", "/keyed/", "/keyed", True), ("GET", "/keyed", "/keyed", True),
-    ("GET", "/abcdef/v1/x", "/keyed", True),  # a path outside the root path is taken as it is
+    ("GET", "/abcdef/v1/x", "/keyed", True),  # a path outside the root path is taken as it is,
+    ("GET", "/other/v1/x", "/keyed", True),  # not cut by the root path's length (that would leave /v1/x)
 ])
 def test_only_safe_methods_outside_the_api_are_open(method, path, root, open_):
     app, guarded = Recorder(), Recorder()
@@ -344,6 +345,30 @@ def test_an_answer_that_has_begun_is_never_cut():
 
     status, _, body = call(Deadline(slow_body, 0.05), "GET", "/v1/x")
     assert (status, body) == (200, b"whole")
+
+
+def test_an_app_that_answers_its_own_cancellation_is_not_answered_twice():
+    """An app that still answers when the deadline cancels it (a last word of its own) keeps that answer: the guard
+    adds no 503 after it, which would be a second response start on the same request."""
+    async def last_word(scope, receive, send):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await send({"type": "http.response.start", "status": 504, "headers": []})
+            await send({"type": "http.response.body", "body": b"gave up"})
+            raise
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/x", "root_path": "", "query_string": b"", "headers": []}
+    asyncio.run(Deadline(last_word, 0.05)(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] and sent[0]["status"] == 504
 
 
 # -- the guard as a whole ----------------------------------------------------------------------------------------------

@@ -91,6 +91,15 @@ def test_the_model_copy_is_a_smooth_downscale():
     assert (copy[:, :95] == 0).all() and (copy[:, 105:] == 200).all()
 
 
+def test_the_model_copy_adds_no_halo_at_a_hard_edge():
+    """Bilinear, not a sharpening filter (bicubic, Lanczos): across an edge the copy goes from one side's colour to
+    the other's without over- or undershooting, so the encoder sees no bright or dark fringe the photo lacks."""
+    rgb = np.full((400, 800, 3), 30, np.uint8)
+    rgb[:, 400:] = 200
+    row = model_copy(rgb, 200)[50, :, 0].astype(int)
+    assert row.min() == 30 and row.max() == 200 and (np.diff(row) >= 0).all()
+
+
 def test_a_decoded_upload_carries_its_id_size_and_model_copy():
     data = encode(photo(1500, 600), "PNG")
     decoded = decode_image(data, IngressLimits(model_side=500))
@@ -186,6 +195,19 @@ def test_a_palette_image_without_transparency_has_no_alpha():
     assert decoded.alpha is None and tuple(decoded.rgb[0, 0]) == (70, 80, 90)
 
 
+@pytest.mark.parametrize("mode, key, fill, seen", [
+    ("L", 0, 90, (90, 90, 90)), ("RGB", (0, 0, 0), (200, 100, 50), (200, 100, 50)), ("1", 0, 1, (255, 255, 255)),
+])
+def test_a_colour_keys_transparency_is_kept_as_a_palettes_is(mode, key, fill, seen):
+    """PNG's tRNS chunk can make one grey or RGB value transparent (optimisers write it for an RGBA image whose alpha
+    is only on or off): those pixels are transparent, white for SAM, and the rest opaque, as in a palette image."""
+    image = Image.new(mode, (4, 3), fill)
+    image.putpixel((0, 0), key)
+    decoded = decode_image(as_file(image, transparency=key), IngressLimits())
+    assert decoded.alpha is not None and decoded.alpha[0, 0] == 0 and (decoded.alpha.ravel()[1:] == 255).all()
+    assert tuple(decoded.rgb[0, 0]) == (255, 255, 255) and tuple(decoded.rgb[1, 1]) == seen
+
+
 @pytest.mark.parametrize("values, expected", [
     ([0, 255], [0, 255]),  # 8 bits held in 32: as they are
     ([0, 256, 65535], [0, 1, 255]),  # 16 bits: the top byte
@@ -274,6 +296,24 @@ def test_pillows_bomb_warning_is_raised_not_just_printed():
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
     error = refusal(data, IngressLimits(max_pixels=10 ** 9))
     assert (error.status, error.code) == (413, "too_many_pixels")
+
+
+def test_a_warning_while_opening_is_no_refusal():
+    """Pillow warns about a PNG whose animation header is broken (an acTL chunk of no frames) and reads its still
+    image: only the decompression-bomb warning refuses a file, any other stays a warning."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    pixels = photo(12, 8)
+    still = encode(pixels, "PNG")
+    ihdr_end = 8 + 12 + 13  # the signature, then IHDR: length, type and CRC around 13 bytes of header
+    data = still[:ihdr_end] + chunk(b"acTL", struct.pack(">II", 0, 0)) + still[ihdr_end:]
+    with pytest.warns(UserWarning, match="APNG"):
+        decoded = decode_image(data, IngressLimits())
+    assert np.array_equal(decoded.rgb, pixels)
 
 
 @pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (2, lambda a: a[:, ::-1]), (3, lambda a: a[::-1, ::-1]),

@@ -136,11 +136,23 @@ def test_the_fast_writer_hands_shapes_fpng_cannot_write_to_the_zlib_writer(shape
     assert np.array_equal(decoded, pixels.reshape(30, 20, -1))
 
 
-def test_the_fast_writer_is_fpng_where_it_is_installed():
+@pytest.mark.parametrize("channels", [4, 3])
+def test_the_fast_writer_is_fpng_where_it_is_installed(channels):
+    """RGBA cut-outs and RGB ones (composed on a background) alike."""
     fpng = pytest.importorskip("fpng")
-    pixels = pattern((30, 20, 4))
+    pixels = pattern((30, 20, channels))
     assert encode_png_fast(pixels) == fpng.from_ndarray(np.ascontiguousarray(pixels))
     with ThreadPoolExecutor(2) as pool:
-        assert encode_png_fast(pixels[:, ::-1], pool, parts=2) == fpng.from_ndarray(np.ascontiguousarray(pixels[:, ::-1]))
+        flipped = pixels[:, ::-1]
+        assert encode_png_fast(flipped, pool, parts=2) == fpng.from_ndarray(np.ascontiguousarray(flipped))
     with pytest.raises(ValueError):
         encode_png_fast(np.zeros((4, 4, 3), np.uint16))  # not uint8: the zlib writer refuses it
+
+
+def test_the_fast_writers_fallback_still_compresses_in_parallel():
+    """A mask (one channel, which fpng cannot write) of a large photo goes to the zlib writer with the pool and the
+    part count it was given: several bands, one valid stream."""
+    mask = pattern((601, 600))  # 361 KB of rows: room for three parts
+    with ThreadPoolExecutor(3) as pool:
+        decoded, kinds = read_png(encode_png_fast(mask, pool, parts=3))
+    assert np.array_equal(decoded[..., 0], mask) and kinds.count(b"IDAT") == 4
