@@ -12,7 +12,7 @@ import numpy as np
 from deployments.edges import DEFAULT_SETTINGS, EdgeSettings, cutout_edge, decontaminate, warm_up
 
 from . import metrics
-from .tables import by_size, group_of
+from .tables import by_size, seconds_per_mp, size_groups
 from .synthetic import Sample
 
 # (name, refine, decontaminate): "plain" is the baseline, SAM's upsampled logits with the photo's own colours.
@@ -40,11 +40,6 @@ def score(sample: Sample, alpha8: np.ndarray, colours: np.ndarray, band: np.ndar
             "gradient": metrics.gradient_error(pred, sample.alpha),
             "boundary_iou": metrics.boundary_iou(pred, sample.alpha),
             "composite_band": band_error, "composite_image": image_error}
-
-
-def run_method(sample: Sample, refine: bool, settings: EdgeSettings) -> tuple[np.ndarray, np.ndarray, float]:
-    alpha, colours, ms, _ = timed_method(sample, refine, settings)
-    return alpha, colours, ms
 
 
 TIMING_RUNS = 3
@@ -151,17 +146,10 @@ def first_and_tenth(sample: Sample) -> dict:
 def cpu_per_size(samples: list[Sample], settings: EdgeSettings = DEFAULT_SETTINGS) -> dict:
     """Refined + colours only, per size: CPU and wall seconds per megapixel, each photo the least of three runs
     (``timed_method``). For a quiet machine: the quality run's timings share the machine with its own scoring."""
-    sizes: dict[str, dict] = {}
-    for sample in samples:
-        _, _, wall_ms, cpu_ms = timed_method(sample, True, settings)
-        row = sizes.setdefault(str(group_of(sample.megapixels)), {"photos": 0, "megapixels": 0.0, "cpu_s": 0.0,
-                                                                  "wall_s": 0.0})
-        row["photos"] += 1
-        row["megapixels"] += sample.megapixels
-        row["cpu_s"] += cpu_ms / 1000
-        row["wall_s"] += wall_ms / 1000
-    return {size: {"photos": row["photos"], "cpu_s_per_mp": round(row["cpu_s"] / row["megapixels"], 3),
-                   "s_per_mp": round(row["wall_s"] / row["megapixels"], 3)} for size, row in sizes.items()}
+    rows = [dict(zip(("ms", "cpu_ms"), timed_method(sample, True, settings)[2:])) for sample in samples]
+    return {str(group): {"photos": len(index), **seconds_per_mp([rows[i] for i in index],
+                                                                sum(samples[i].megapixels for i in index))}
+            for group, index in size_groups([s.megapixels for s in samples]).items()}
 
 
 def render_crop(sample: Sample, path: Path, settings: EdgeSettings = DEFAULT_SETTINGS) -> dict:

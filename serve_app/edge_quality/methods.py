@@ -20,7 +20,7 @@ from deployments.edges import DEFAULT_SETTINGS, cutout_edge, warm_up
 
 from . import metrics, synthetic
 from .measure import band_radius, score
-from .tables import GROUPS, group_of
+from .tables import size_groups
 
 CONFIGS = ({"band_pixels": 10_000}, {"band_pixels": 15_000}, {"band_pixels": 20_000}, {"band_pixels": 30_000},
            {"band_pixels": 15_000, "fine_iterations": 40})
@@ -59,15 +59,14 @@ def photo_rows(seeds, overrides: dict) -> list[dict]:
 
 def per_size(rows: list[dict]) -> dict:
     table = {}
-    for group in GROUPS:
-        part = [r for r in rows if group_of(r["megapixels"]) == group]
-        if part:
-            table[str(group)] = {"photos": len(part), **{
-                f"mean_{key}_vs_plain": round(float(np.mean([r[f"{key}_vs_plain"] for r in part])), 4)
-                for key in ("sad", "composite_band")},
-                "worst_sad_vs_plain": max(r["sad_vs_plain"] for r in part),
-                "worst_composite_band_vs_plain": max(r["composite_band_vs_plain"] for r in part),
-                "cpu_s_per_mp": round(sum(r["cpu_s"] for r in part) / sum(r["megapixels"] for r in part), 3)}
+    for group, index in size_groups([r["megapixels"] for r in rows]).items():
+        part = [rows[i] for i in index]
+        table[str(group)] = {"photos": len(part), **{
+            f"mean_{key}_vs_plain": round(float(np.mean([r[f"{key}_vs_plain"] for r in part])), 4)
+            for key in ("sad", "composite_band")},
+            "worst_sad_vs_plain": max(r["sad_vs_plain"] for r in part),
+            "worst_composite_band_vs_plain": max(r["composite_band_vs_plain"] for r in part),
+            "cpu_s_per_mp": round(sum(r["cpu_s"] for r in part) / sum(r["megapixels"] for r in part), 3)}
     return table
 
 

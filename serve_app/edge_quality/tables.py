@@ -16,6 +16,18 @@ def group_of(megapixels: float) -> int:
     return min(GROUPS, key=lambda g: abs(math.log(megapixels / g)))
 
 
+def size_groups(megapixels: list[float]) -> dict[int, list[int]]:
+    """{size in MP: indices of the photos of that size}, in GROUPS order, the sizes present only."""
+    groups = {group: [i for i, mp in enumerate(megapixels) if group_of(mp) == group] for group in GROUPS}
+    return {group: index for group, index in groups.items() if index}
+
+
+def seconds_per_mp(rows: list[dict], megapixels: float) -> dict:
+    """Wall and CPU seconds per megapixel of photos timed in ``ms`` and ``cpu_ms``."""
+    return {"s_per_mp": round(sum(r["ms"] for r in rows) / 1000 / megapixels, 3),
+            "cpu_s_per_mp": round(sum(r["cpu_ms"] for r in rows) / 1000 / megapixels, 3)}
+
+
 def _row(rows: list[dict], base: list[dict], megapixels: float) -> dict:
     row = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in MEASURES}
     for key in MEASURES:
@@ -27,18 +39,14 @@ def _row(rows: list[dict], base: list[dict], megapixels: float) -> dict:
     row["worst_composite_band_vs_plain"] = round(max(r["composite_band"] / max(b["composite_band"], 1e-12) - 1
                                                      for r, b in zip(rows, base)), 4)
     if all(r.get("ms") is not None for r in rows):
-        row["s_per_mp"] = round(sum(r["ms"] for r in rows) / 1000 / megapixels, 3)
-        row["cpu_s_per_mp"] = round(sum(r["cpu_ms"] for r in rows) / 1000 / megapixels, 3)
+        row.update(seconds_per_mp(rows, megapixels))
     return row
 
 
 def by_size(samples, per_photo: dict[str, list[dict]]) -> dict:
     """{size in MP: {"photos", "backgrounds", method: row}} over the sizes present."""
     table = {}
-    for group in GROUPS:
-        index = [i for i, s in enumerate(samples) if group_of(s.megapixels) == group]
-        if not index:
-            continue
+    for group, index in size_groups([s.megapixels for s in samples]).items():
         megapixels = sum(samples[i].megapixels for i in index)
         entry = {"photos": len(index), "backgrounds": sorted({samples[i].background_kind for i in index})}
         for name, rows in per_photo.items():
