@@ -55,6 +55,7 @@ def test_download_verify_and_load(http_server, checkpoint_file, tmp_path):
     assert cached.exists() and sha256(cached) == sha256(checkpoint_file)
     served = torch.load(checkpoint_file, weights_only=True)["model"]
     name = "sam_mask_decoder.output_upscaling.0.weight"
+    # Copies of stored numbers, not two computations: equal bit for bit on every CPU.
     assert torch.equal(model.state_dict()[name], served[name].float())
     default_random = build_model(SegmenterConfig(model="tiny", checkpoint="random"), torch.device("cpu"))
     assert not torch.equal(default_random.state_dict()[name], model.state_dict()[name])
@@ -115,7 +116,7 @@ def test_pickled_code_is_never_executed(tmp_path):
 def test_random_weights_are_seeded():
     a = build_model(SegmenterConfig(model="tiny", checkpoint="random", seed=7), torch.device("cpu")).state_dict()
     b = build_model(SegmenterConfig(model="tiny", checkpoint="random", seed=7), torch.device("cpu")).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # one seeded generator, run twice in one process: the same bits
 
 
 def test_random_sharp_keeps_the_random_encoder_and_gives_real_masks_around_the_clicks():
@@ -188,6 +189,7 @@ def test_a_local_file_with_its_sha256_is_verified_and_loaded(checkpoint_file):
     model = build_model(args.segmenter(), torch.device("cpu"))
     served = torch.load(checkpoint_file, weights_only=True)["model"]
     name = "sam_mask_decoder.output_upscaling.0.weight"
+    # Copies of stored numbers, not two computations: equal bit for bit on every CPU.
     assert torch.equal(model.state_dict()[name], served[name].float())
 
 
